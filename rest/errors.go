@@ -1,0 +1,48 @@
+package rest
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/dispatcher-dev/dispatcher/cluster"
+	"github.com/dispatcher-dev/dispatcher/fsm"
+)
+
+// errorBody is Flink's ErrorResponseBody.
+type errorBody struct {
+	Errors []string `json:"errors"`
+}
+
+// fail aborts the request with Flink's error shape.
+func fail(c *gin.Context, code int, msgs ...string) {
+	c.AbortWithStatusJSON(code, errorBody{Errors: msgs})
+}
+
+// noLeaderMessage is Flink's wording for the same situation.
+const noLeaderMessage = "Service temporarily unavailable due to an ongoing leader election. Please refresh."
+
+// failNoLeader answers 503 with a hint of when to come back.
+func failNoLeader(c *gin.Context) {
+	c.Header("Retry-After", strconv.Itoa(1))
+	fail(c, http.StatusServiceUnavailable, noLeaderMessage)
+}
+
+// failApply maps an error from the state machine or Raft to a response.
+func failApply(c *gin.Context, err error) {
+	var conflict *fsm.Conflict
+	var notFound *fsm.NotFound
+	switch {
+	case errors.As(err, &conflict):
+		fail(c, http.StatusConflict, conflict.Msg)
+	case errors.As(err, &notFound):
+		fail(c, http.StatusNotFound, notFound.Msg)
+	case errors.Is(err, cluster.ErrNotLeader), errors.Is(err, cluster.ErrNoLeader):
+		c.Header(headerNotLeader, "1")
+		failNoLeader(c)
+	default:
+		fail(c, http.StatusInternalServerError, "Internal server error: "+err.Error())
+	}
+}

@@ -1,0 +1,219 @@
+package rest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"regexp"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/dispatcher-dev/dispatcher/fsm"
+	"github.com/dispatcher-dev/dispatcher/jobgraph"
+)
+
+func (s *Server) jobRoutes() []route {
+	return []route{
+		{method: "POST", path: "/jobs", write: true, handler: s.postJob},
+		{method: "GET", path: "/jobs", handler: s.getJobs},
+		{method: "GET", path: "/jobs/:jobid", handler: s.getJob},
+		{method: "PATCH", path: "/jobs/:jobid", write: true, handler: s.patchJob},
+	}
+}
+
+// Flink's ids are 32 lowercase hex characters.
+var jobIDPattern = regexp.MustCompile(`^[0-9a-f]{32}$`)
+
+func newJobID() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// jobIDParam validates the :jobid path parameter; Flink answers 400 for a
+// malformed id.
+func jobIDParam(c *gin.Context) (string, bool) {
+	id := c.Param("jobid")
+	if !jobIDPattern.MatchString(id) {
+		fail(c, http.StatusBadRequest, "Bad request: job id "+quoteShort(id)+" is not 32 lowercase hex characters.")
+		return "", false
+	}
+	return id, true
+}
+
+func quoteShort(s string) string {
+	if len(s) > 64 {
+		s = s[:64] + "..."
+	}
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+func (s *Server) parseOptions() jobgraph.Options {
+	cfg := s.node.Config()
+	return jobgraph.Options{InputDir: cfg.InputDir, OutputDir: cfg.OutputDir, AllowExec: cfg.AllowExec}
+}
+
+// readBody reads a JSON body under the size cap, answering the error itself.
+func readBody(c *gin.Context) ([]byte, bool) {
+	body, err := io.ReadAll(c.Request.Body)
+	if err != nil {
+		if isBodyTooLarge(err) {
+			fail(c, http.StatusRequestEntityTooLarge, "Request body is larger than the limit.")
+		} else {
+			fail(c, http.StatusBadRequest, "Cannot read the request body: "+err.Error())
+		}
+		return nil, false
+	}
+	return body, true
+}
+
+func (s *Server) postJob(c *gin.Context) {
+	body, ok := readBody(c)
+	if !ok {
+		return
+	}
+	graph, err := jobgraph.Parse(body, s.parseOptions())
+	if err != nil {
+		var ve *jobgraph.ValidationError
+		if errors.As(err, &ve) {
+			fail(c, http.StatusBadRequest, ve.Problems...)
+			return
+		}
+		fail(c, http.StatusBadRequest, err.Error())
+		return
+	}
+	if graph.JobID == "" {
+		graph.JobID = newJobID()
+	}
+	spec, err := json.Marshal(graph)
+	if err != nil {
+		fail(c, http.StatusInternalServerError, "Cannot encode the job: "+err.Error())
+		return
+	}
+	ctx, cancel := context.WithTimeout(c.Request.Context(), 10*time.Second)
+	defer cancel()
+	res, err := s.node.Apply(ctx, &fsm.JobSubmit{JobID: graph.JobID, Name: graph.Name, Spec: spec, At: time.Now().UnixMilli()})
+	if err == nil {
+		err = res.Err
+	}
+	if err != nil {
+		failApply(c, err)
+		return
+	}
+	c.JSON(http.StatusAccepted, gin.H{"jobid": graph.JobID})
+}
+
+// jobSummary is an entry of GET /jobs: Flink's {id, status} plus seed 002's
+// name, inRunningMode and vertices.
+type jobSummary struct {
+	ID            string          `json:"id"`
+	Status        string          `json:"status"`
+	Name          string          `json:"name"`
+	InRunningMode bool            `json:"inRunningMode"`
+	Vertices      []vertexSummary `json:"vertices"`
+}
+
+type vertexSummary struct {
+	ID                 string `json:"id"`
+	Name               string `json:"name"`
+	Parallelism        int    `json:"parallelism"`
+	CurrentParallelism int    `json:"currentParallelism"`
+	MaxParallelism     int    `json:"maxParallelism"`
+	Status             string `json:"status"`
+}
+
+func summarize(j *fsm.Job) jobSummary {
+	out := jobSummary{ID: j.ID, Status: j.State, Name: j.Name, InRunningMode: j.State == fsm.JobRunning, Vertices: []vertexSummary{}}
+	var g jobgraph.JobGraph
+	if err := json.Unmarshal(j.Spec, &g); err == nil {
+		for _, v := range g.Vertices {
+			out.Vertices = append(out.Vertices, vertexSummary{
+				ID: v.ID, Name: v.Name, Parallelism: v.Parallelism, CurrentParallelism: v.Parallelism,
+				MaxParallelism: g.MaxParallelism, Status: vertexStatusFor(j.State),
+			})
+		}
+	}
+	return out
+}
+
+// vertexStatusFor is a vertex's execution state while no subtask reports.
+func vertexStatusFor(jobState string) string {
+	switch jobState {
+	case fsm.JobCanceled:
+		return "CANCELED"
+	case fsm.JobFinished:
+		return "FINISHED"
+	case fsm.JobFailed:
+		return "FAILED"
+	default:
+		return "CREATED"
+	}
+}
+
+func (s *Server) getJobs(c *gin.Context) {
+	jobs := s.node.FSM.Jobs()
+	out := make([]jobSummary, 0, len(jobs))
+	for _, j := range jobs {
+		out = append(out, summarize(j))
+	}
+	c.JSON(http.StatusOK, gin.H{"jobs": out})
+}
+
+func (s *Server) getJob(c *gin.Context) {
+	id, ok := jobIDParam(c)
+	if !ok {
+		return
+	}
+	j, found := s.node.FSM.Job(id)
+	if !found {
+		fail(c, http.StatusNotFound, "Job "+id+" not found")
+		return
+	}
+	sum := summarize(j)
+	c.JSON(http.StatusOK, gin.H{
+		"jid": j.ID, "name": j.Name, "isStoppable": false, "state": j.State,
+		"start-time": j.StartTime, "end-time": j.EndTime, "duration": duration(j), "now": time.Now().UnixMilli(),
+		"timestamps": j.Timestamps, "vertices": sum.Vertices,
+	})
+}
+
+func duration(j *fsm.Job) int64 {
+	if j.EndTime > 0 {
+		return j.EndTime - j.StartTime
+	}
+	return time.Now().UnixMilli() - j.StartTime
+}
+
+// patchJob is Flink's PATCH /jobs/:jobid?mode=cancel.
+func (s *Server) patchJob(c *gin.Context) {
+	id, ok := jobIDParam(c)
+	if !ok {
+		return
+	}
+	switch mode := c.DefaultQuery("mode", "cancel"); mode {
+	case "cancel":
+	case "stop":
+		c.Redirect(http.StatusPermanentRedirect, "/v1/jobs/"+id+"/stop")
+		return
+	default:
+		fail(c, http.StatusBadRequest, "Bad request: mode must be cancel or stop, not "+quoteShort(mode)+".")
+		return
+	}
+	ctx, cancel := context.WithTimeout(c.Request.Context(), 10*time.Second)
+	defer cancel()
+	res, err := s.node.Apply(ctx, &fsm.JobCancel{JobID: id, At: time.Now().UnixMilli()})
+	if err == nil {
+		err = res.Err
+	}
+	if err != nil {
+		failApply(c, err)
+		return
+	}
+	c.JSON(http.StatusAccepted, gin.H{})
+}
