@@ -525,18 +525,20 @@ func (n *Node) ConsistentRead(ctx context.Context) error {
 	return n.WaitApplied(ctx, idx)
 }
 
-// WaitApplied blocks until the FSM has applied index.
+// WaitApplied blocks until the state machine has applied index. Raft's own
+// applied index is the one to watch: barrier and configuration entries
+// advance it without passing through the FSM.
 func (n *Node) WaitApplied(ctx context.Context, index uint64) error {
 	for {
 		ch := n.FSM.Changed()
-		if n.FSM.AppliedIndex() >= index {
+		if n.raft.AppliedIndex() >= index {
 			return nil
 		}
 		select {
 		case <-ch:
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
+		case <-time.After(2 * time.Millisecond):
 		}
 	}
 }

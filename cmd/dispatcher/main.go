@@ -53,11 +53,12 @@ func newRoot() *cobra.Command {
 	for _, c := range root.Commands() {
 		c.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	}
-	root.Args = func(cmd *cobra.Command, args []string) error {
+	root.Args = cobra.ArbitraryArgs
+	root.RunE = func(cmd *cobra.Command, args []string) error {
 		if len(args) > 0 {
 			return usageError{fmt.Errorf("unknown command %q (see dispatcher --help)", args[0])}
 		}
-		return nil
+		return cmd.Help()
 	}
 	return root
 }
