@@ -47,7 +47,7 @@ func (s *Server) getReady(c *gin.Context) {
 		return
 	}
 	leader, _ := s.node.Leader()
-	c.JSON(http.StatusOK, gin.H{"status": "ready", "node": s.node.ID(), "leader": leader.ID, "applied_index": s.node.FSM.AppliedIndex()})
+	c.JSON(http.StatusOK, gin.H{"status": "ready", "node": s.node.ID(), "leader": leader.ID, "applied_index": s.node.Raft().AppliedIndex()})
 }
 
 func (s *Server) getHealthLeader(c *gin.Context) {

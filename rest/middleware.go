@@ -49,7 +49,6 @@ func (s *Server) recovery() gin.HandlerFunc {
 func (s *Server) observe() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		start := time.Now()
-		c.Header(headerNode, s.node.ID())
 		c.Next()
 		route := c.FullPath()
 		if route == "" {
@@ -81,6 +80,15 @@ func (s *Server) authenticate() gin.HandlerFunc {
 			c.AbortWithStatus(http.StatusUnauthorized)
 			return
 		}
+		c.Next()
+	}
+}
+
+// servedBy names the node that produced the response; it runs after
+// authentication so a 401 tells a stranger nothing.
+func (s *Server) servedBy() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		c.Header(headerNode, s.node.ID())
 		c.Next()
 	}
 }

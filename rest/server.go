@@ -65,13 +65,19 @@ func New(node *cluster.Node, opts Options) *Server {
 	r := gin.New()
 	r.HandleMethodNotAllowed = true
 	r.RemoveExtraSlash = true
-	r.Use(s.recovery(), s.observe(), s.authenticate(), s.limitBody())
+	r.Use(s.recovery(), s.observe(), s.authenticate(), s.servedBy(), s.limitBody())
 	r.NoRoute(s.noRoute)
 	r.NoMethod(func(c *gin.Context) {
 		fail(c, http.StatusMethodNotAllowed, "Method "+c.Request.Method+" is not allowed on "+c.Request.URL.Path+".")
 	})
 	s.router = r
 	s.routes()
+	s.httpServer = &http.Server{
+		Handler:           r,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    1 << 20,
+	}
 	return s
 }
 
@@ -139,12 +145,6 @@ func (s *Server) Routes() gin.RoutesInfo { return s.router.Routes() }
 
 // Serve answers on ln until Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
-	s.httpServer = &http.Server{
-		Handler:           s.router,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    1 << 20,
-	}
 	err := s.httpServer.Serve(ln)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
@@ -154,9 +154,6 @@ func (s *Server) Serve(ln net.Listener) error {
 
 // Shutdown stops accepting requests and waits for those in flight.
 func (s *Server) Shutdown(ctx context.Context) error {
-	if s.httpServer == nil {
-		return nil
-	}
 	return s.httpServer.Shutdown(ctx)
 }
 
