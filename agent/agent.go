@@ -14,7 +14,11 @@ import (
 
 	"github.com/dispatcher-dev/dispatcher/cluster"
 	"github.com/dispatcher-dev/dispatcher/config"
+	"github.com/dispatcher-dev/dispatcher/gossip"
 	"github.com/dispatcher-dev/dispatcher/rest"
+	"github.com/dispatcher-dev/dispatcher/runtime"
+	"github.com/dispatcher-dev/dispatcher/scheduler"
+	"github.com/dispatcher-dev/dispatcher/taskmanager"
 )
 
 // Options are what a node needs beyond its user configuration.
@@ -34,6 +38,10 @@ type Agent struct {
 	log      *slog.Logger
 	Node     *cluster.Node
 	API      *rest.Server
+	Exec     *runtime.Executor
+	tasks    *taskmanager.TaskManager
+	stop     context.CancelFunc
+	ctx      context.Context
 	listener net.Listener
 	served   chan error
 }
@@ -60,7 +68,27 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 	}
 	node.SetHTTPAddress(ln.Addr().String())
 	a := &Agent{cfg: cfg, log: log, Node: node, listener: ln, served: make(chan error, 1)}
-	a.API = rest.New(node, rest.Options{Logger: log.With("component", "http"), Version: opts.Version, Revision: opts.Revision})
+	a.ctx, a.stop = context.WithCancel(context.Background())
+	a.tasks = taskmanager.New(taskmanager.Config{NodeID: cfg.NodeID, State: node.FSM, APIURL: a.URL(), Token: cfg.AuthToken, Logger: log.With("component", "taskmanager")})
+	exec, err := runtime.New(runtime.Config{
+		NodeID:    cfg.NodeID,
+		InputDir:  cfg.InputDir,
+		OutputDir: cfg.OutputDir,
+		AllowExec: cfg.AllowExec,
+		Logger:    log.With("component", "runtime"),
+		Dial:      node.DialData,
+		Reporter:  a.tasks,
+	})
+	if err != nil {
+		ln.Close()
+		node.Shutdown()
+		return nil, err
+	}
+	a.Exec = exec
+	node.SetDataHandler(exec.HandleConn)
+	sched := scheduler.New(node.FSM, schedulerView{node}, scheduler.Config{Logger: log.With("component", "scheduler")})
+	node.OnLeadership(sched.Run)
+	a.API = rest.New(node, rest.Options{Logger: log.With("component", "http"), Version: opts.Version, Revision: opts.Revision, Runtime: exec})
 	return a, nil
 }
 
@@ -71,7 +99,21 @@ func (a *Agent) Start() error {
 		a.API.Shutdown(context.Background())
 		return err
 	}
+	go a.tasks.Run(a.ctx, a.Exec)
 	return nil
+}
+
+// schedulerView shows the scheduler the nodes that can take tasks.
+type schedulerView struct{ *cluster.Node }
+
+func (v schedulerView) AliveNodes() []scheduler.NodeSlots {
+	var out []scheduler.NodeSlots
+	for _, m := range v.Members() {
+		if (m.Status == string(gossip.StateAlive) || m.Status == string(gossip.StateSuspect)) && m.Slots > 0 {
+			out = append(out, scheduler.NodeSlots{ID: m.ID, Slots: m.Slots})
+		}
+	}
+	return out
 }
 
 // HTTPAddr is the bound API address (host:port).
@@ -92,6 +134,8 @@ func (a *Agent) Served() <-chan error { return a.served }
 // Leave departs gracefully: leadership transfer, gossip leave, removal from
 // Raft, then the API stops after the requests in flight.
 func (a *Agent) Leave(ctx context.Context) error {
+	a.stop()
+	a.Exec.Close()
 	err := a.Node.Leave(ctx)
 	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -105,7 +149,9 @@ func (a *Agent) Leave(ctx context.Context) error {
 func (a *Agent) Shutdown() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
+	a.stop()
 	a.listener.Close()
 	a.API.Shutdown(ctx)
+	a.Exec.Close()
 	a.Node.Shutdown()
 }

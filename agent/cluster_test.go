@@ -355,11 +355,18 @@ func TestVersionPrefixesUnknownRoutesAndBadInput(t *testing.T) {
 			}
 		}
 	}
-	// Cancel is 202 once, 409 when already terminal.
-	submit(t, c, a, 5)
+	// Cancel is 202 while the job runs, 409 once it is terminal.
+	endless := `{"name":"endless","jobId":"` + jobID(5) + `","vertices":[{"id":"src","operator":"sequence","params":{"from":1,"ratePerSecond":100}},{"id":"out","operator":"discard","inputs":[{"from":"src"}]}]}`
+	if r := c.Do(a, "POST", "/v1/jobs", endless); r.Code != http.StatusAccepted {
+		t.Fatalf("submit: %d %s", r.Code, r.Body)
+	}
 	if r := c.Do(a, "PATCH", "/v1/jobs/"+jobID(5)+"?mode=cancel", nil); r.Code != http.StatusAccepted {
 		t.Errorf("cancel: %d %s", r.Code, r.Body)
 	}
+	tc.WaitFor(t, 5*time.Second, "the job to be CANCELED", func() bool {
+		j, _ := a.Node.FSM.Job(jobID(5))
+		return j.State == "CANCELED"
+	})
 	if r := c.Do(a, "PATCH", "/v1/jobs/"+jobID(5)+"?mode=cancel", nil); r.Code != http.StatusConflict {
 		t.Errorf("second cancel: %d %s", r.Code, r.Body)
 	}

@@ -21,6 +21,13 @@ const (
 	CommandNoop      CommandType = 1
 	CommandJobSubmit CommandType = 2
 	CommandJobCancel CommandType = 3
+	// CommandJobSchedule deploys an attempt of a job on a placement.
+	CommandJobSchedule CommandType = 4
+	// CommandSubtaskEvents records subtask transitions reported by nodes.
+	CommandSubtaskEvents CommandType = 5
+	// CommandJobTransition records a scheduler decision (fail, restart,
+	// waiting for slots, cancelled).
+	CommandJobTransition CommandType = 6
 )
 
 // formatVersion is the encoding of a command body. Bump it when a body
@@ -63,6 +70,12 @@ func Decode(data []byte) (Command, error) {
 		c = &JobSubmit{}
 	case CommandJobCancel:
 		c = &JobCancel{}
+	case CommandJobSchedule:
+		c = &JobSchedule{}
+	case CommandSubtaskEvents:
+		c = &SubtaskEvents{}
+	case CommandJobTransition:
+		c = &JobTransition{}
 	default:
 		return nil, fmt.Errorf("%w %d", ErrUnknownCommand, t)
 	}
@@ -97,3 +110,51 @@ type JobCancel struct {
 }
 
 func (*JobCancel) Type() CommandType { return CommandJobCancel }
+
+// JobSchedule starts attempt Attempt of a job with subtask i of every vertex
+// on Placement[vertex][i].
+type JobSchedule struct {
+	JobID     string              `json:"job_id"`
+	Attempt   int                 `json:"attempt"`
+	Placement map[string][]string `json:"placement"`
+	At        int64               `json:"at"`
+}
+
+func (*JobSchedule) Type() CommandType { return CommandJobSchedule }
+
+// SubtaskEvent is one subtask transition as a node saw it.
+type SubtaskEvent struct {
+	JobID    string `json:"job_id"`
+	Attempt  int    `json:"attempt"`
+	VertexID string `json:"vertex_id"`
+	Subtask  int    `json:"subtask"`
+	State    string `json:"state"`
+	At       int64  `json:"at"`
+	Failure  string `json:"failure,omitempty"`
+}
+
+// SubtaskEvents is a batch of transitions from one node.
+type SubtaskEvents struct {
+	Node   string         `json:"node"`
+	Events []SubtaskEvent `json:"events"`
+}
+
+func (*SubtaskEvents) Type() CommandType { return CommandSubtaskEvents }
+
+// JobTransition is a scheduler decision about one attempt of a job. It is
+// refused when the job has moved on to another attempt since, so a decision
+// taken by a deposed leader cannot undo a newer one.
+type JobTransition struct {
+	JobID   string `json:"job_id"`
+	Attempt int    `json:"attempt"`
+	State   string `json:"state"`
+	// Reason explains a job waiting for slots, or why it failed.
+	Reason string `json:"reason,omitempty"`
+	// RestartAt is when a RESTARTING job may be scheduled again.
+	RestartAt int64 `json:"restart_at,omitempty"`
+	// Failure is recorded in the job's exception history.
+	Failure *Failure `json:"failure,omitempty"`
+	At      int64    `json:"at"`
+}
+
+func (*JobTransition) Type() CommandType { return CommandJobTransition }

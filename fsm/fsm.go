@@ -91,6 +91,12 @@ func (f *FSM) apply(index uint64, cmd Command) Result {
 		return f.applyJobSubmit(index, c)
 	case *JobCancel:
 		return f.applyJobCancel(index, c)
+	case *JobSchedule:
+		return f.applyJobSchedule(index, c)
+	case *SubtaskEvents:
+		return f.applySubtaskEvents(index, c)
+	case *JobTransition:
+		return f.applyJobTransition(index, c)
 	default:
 		panic(fmt.Sprintf("fsm: command type %T decoded but not applied", cmd))
 	}
@@ -118,11 +124,15 @@ func (f *FSM) applyJobCancel(index uint64, c *JobCancel) Result {
 	if TerminalJobState(j.State) {
 		return Result{Err: &Conflict{Msg: fmt.Sprintf("Job %s is already %s", c.JobID, j.State)}}
 	}
-	if j.State == JobCreated || j.State == JobInitializing {
-		// Nothing was deployed yet, so there is nothing to wait for.
+	switch j.State {
+	case JobCreated, JobInitializing, JobRestarting:
+		// Nothing runs, so there is nothing to wait for.
 		j.setState(JobCanceled, c.At, index)
-	} else {
+	default:
+		// Nodes cancel their subtasks when they see this; the job is
+		// CANCELED once every subtask has ended.
 		j.setState(JobCancelling, c.At, index)
+		j.settle(index)
 	}
 	return Result{Value: j.clone()}
 }

@@ -135,24 +135,37 @@ func summarize(j *fsm.Job) jobSummary {
 		for _, v := range g.Vertices {
 			out.Vertices = append(out.Vertices, vertexSummary{
 				ID: v.ID, Name: v.Name, Parallelism: v.Parallelism, CurrentParallelism: v.Parallelism,
-				MaxParallelism: g.MaxParallelism, Status: vertexStatusFor(j.State),
+				MaxParallelism: g.MaxParallelism, Status: vertexState(j, v.ID, v.Parallelism),
 			})
 		}
 	}
 	return out
 }
 
-// vertexStatusFor is a vertex's execution state while no subtask reports.
-func vertexStatusFor(jobState string) string {
-	switch jobState {
-	case fsm.JobCanceled:
-		return "CANCELED"
-	case fsm.JobFinished:
-		return "FINISHED"
-	case fsm.JobFailed:
-		return "FAILED"
+// vertexState aggregates its subtasks' states the way Flink's
+// ExecutionJobVertex does: failures and activity win over completion.
+func vertexState(j *fsm.Job, vertexID string, parallelism int) string {
+	counts := map[string]int{}
+	for i := 0; i < parallelism; i++ {
+		st, ok := j.Subtasks[fsm.SubtaskKey(vertexID, i)]
+		if !ok {
+			counts[fsm.TaskCreated]++
+			continue
+		}
+		counts[st.State]++
+	}
+	for _, s := range []string{fsm.TaskFailed, fsm.TaskCanceling, fsm.TaskRunning, fsm.TaskInitializing, fsm.TaskDeploying, fsm.TaskScheduled} {
+		if counts[s] > 0 {
+			return s
+		}
+	}
+	switch {
+	case counts[fsm.TaskCanceled] > 0:
+		return fsm.TaskCanceled
+	case counts[fsm.TaskFinished] == parallelism:
+		return fsm.TaskFinished
 	default:
-		return "CREATED"
+		return fsm.TaskCreated
 	}
 }
 
@@ -176,10 +189,32 @@ func (s *Server) getJob(c *gin.Context) {
 		return
 	}
 	sum := summarize(j)
+	live := s.subtasks.get(c.Request.Context(), j)
+	vertices := make([]gin.H, 0, len(sum.Vertices))
+	for _, v := range sum.Vertices {
+		var in, out, bytesIn, bytesOut int64
+		subtasks := []gin.H{}
+		for i := 0; i < v.Parallelism; i++ {
+			key := fsm.SubtaskKey(v.ID, i)
+			st := j.Subtasks[key]
+			m := live[key].Metrics
+			in, out, bytesIn, bytesOut = in+m.NumRecordsIn, out+m.NumRecordsOut, bytesIn+m.NumBytesIn, bytesOut+m.NumBytesOut
+			entry := gin.H{"subtask": i, "metrics": m}
+			if st != nil {
+				entry["status"], entry["attempt"], entry["taskmanager-id"] = st.State, st.Attempt, st.Node
+			}
+			subtasks = append(subtasks, entry)
+		}
+		vertices = append(vertices, gin.H{
+			"id": v.ID, "name": v.Name, "parallelism": v.Parallelism, "maxParallelism": v.MaxParallelism, "status": v.Status,
+			"metrics":  gin.H{"read-records": in, "write-records": out, "read-bytes": bytesIn, "write-bytes": bytesOut},
+			"subtasks": subtasks,
+		})
+	}
 	c.JSON(http.StatusOK, gin.H{
-		"jid": j.ID, "name": j.Name, "isStoppable": false, "state": j.State,
+		"jid": j.ID, "name": j.Name, "isStoppable": false, "state": j.State, "attempt": j.Attempt, "restarts": j.Restarts,
 		"start-time": j.StartTime, "end-time": j.EndTime, "duration": duration(j), "now": time.Now().UnixMilli(),
-		"timestamps": j.Timestamps, "vertices": sum.Vertices,
+		"timestamps": j.Timestamps, "vertices": vertices, "reason": j.Reason, "failures": j.Failures,
 	})
 }
 

@@ -26,6 +26,8 @@ type Options struct {
 	Version string
 	// Revision is the build's commit, for /config.
 	Revision string
+	// Runtime is the node's task executor, for live subtask metrics.
+	Runtime Runtime
 }
 
 // Server is one node's API.
@@ -40,6 +42,8 @@ type Server struct {
 	leaderWait time.Duration
 	peerClient *http.Client
 	httpServer *http.Server
+	runtime    Runtime
+	subtasks   *subtaskFetcher
 }
 
 // New builds the router. Every route is registered under /v1 and bare.
@@ -55,6 +59,7 @@ func New(node *cluster.Node, opts Options) *Server {
 		token:      cfg.AuthToken,
 		maxBody:    cfg.MaxBodyBytes,
 		leaderWait: cfg.LeaderWait,
+		runtime:    opts.Runtime,
 		metrics:    newMetrics(node),
 		peerClient: &http.Client{Transport: &http.Transport{
 			DialContext:         (&net.Dialer{Timeout: 2 * time.Second}).DialContext,
@@ -62,6 +67,7 @@ func New(node *cluster.Node, opts Options) *Server {
 			IdleConnTimeout:     30 * time.Second,
 		}},
 	}
+	s.subtasks = &subtaskFetcher{s: s, ttl: time.Second, cache: map[string]fetched{}}
 	r := gin.New()
 	r.HandleMethodNotAllowed = true
 	r.RemoveExtraSlash = true
@@ -108,7 +114,7 @@ func (s *Server) routes() {
 	} {
 		s.register(rt)
 	}
-	for _, rt := range s.jobRoutes() {
+	for _, rt := range append(s.jobRoutes(), s.internalRoutes()...) {
 		s.register(rt)
 	}
 }
