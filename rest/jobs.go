@@ -88,25 +88,32 @@ func (s *Server) postJob(c *gin.Context) {
 		fail(c, http.StatusBadRequest, err.Error())
 		return
 	}
+	id, err := s.submitGraph(c.Request.Context(), graph)
+	if err != nil {
+		failApply(c, err)
+		return
+	}
+	c.JSON(http.StatusAccepted, gin.H{"jobid": id})
+}
+
+// submitGraph stores a validated job through Raft and returns its id; the
+// spec's jobId, when set, makes the submission idempotent. Every way of
+// starting a job (the job route, a jar run) ends here.
+func (s *Server) submitGraph(ctx context.Context, graph *jobgraph.JobGraph) (string, error) {
 	if graph.JobID == "" {
 		graph.JobID = newJobID()
 	}
 	spec, err := json.Marshal(graph)
 	if err != nil {
-		fail(c, http.StatusInternalServerError, "Cannot encode the job: "+err.Error())
-		return
+		return "", err
 	}
-	ctx, cancel := context.WithTimeout(c.Request.Context(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	res, err := s.node.Apply(ctx, &fsm.JobSubmit{JobID: graph.JobID, Name: graph.Name, Spec: spec, At: time.Now().UnixMilli()})
 	if err == nil {
 		err = res.Err
 	}
-	if err != nil {
-		failApply(c, err)
-		return
-	}
-	c.JSON(http.StatusAccepted, gin.H{"jobid": graph.JobID})
+	return graph.JobID, err
 }
 
 // jobSummary is an entry of GET /jobs: Flink's {id, status} plus seed 002's

@@ -95,8 +95,27 @@ type route struct {
 }
 
 func (s *Server) routes() {
-	for _, rt := range []route{
-		// cluster
+	// One group per resource, each in its own file.
+	groups := [][]route{
+		s.clusterRoutes(),
+		s.jobRoutes(),
+		s.internalRoutes(),
+		s.flinkRoutes(),
+		s.jarRoutes(),
+		s.checkpointRoutes(),
+		s.backPressureRoutes(),
+		s.supervisorRoutes(),
+	}
+	for _, g := range groups {
+		for _, rt := range g {
+			s.register(rt)
+		}
+	}
+	s.registerDashboard()
+}
+
+func (s *Server) clusterRoutes() []route {
+	return []route{
 		{method: "GET", path: "/cluster/leader", handler: s.getLeader},
 		{method: "GET", path: "/cluster/members", handler: s.getMembers},
 		{method: "GET", path: "/status/leader", handler: s.getStatusLeader},
@@ -105,17 +124,10 @@ func (s *Server) routes() {
 		{method: "GET", path: "/health/ready", handler: s.getReady},
 		{method: "GET", path: "/health/leader", handler: s.getHealthLeader},
 		{method: "GET", path: "/metrics", handler: s.getMetrics},
-		// Habitat Supervisor gateway
 		{method: "GET", path: "/census", handler: s.getCensus},
 		{method: "GET", path: "/butterfly", handler: s.getButterfly},
-		// Flink cluster
 		{method: "GET", path: "/config", handler: s.getDashboardConfig},
 		{method: "GET", path: "/overview", handler: s.getOverview},
-	} {
-		s.register(rt)
-	}
-	for _, rt := range append(s.jobRoutes(), s.internalRoutes()...) {
-		s.register(rt)
 	}
 }
 

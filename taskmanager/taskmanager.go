@@ -45,6 +45,7 @@ type TaskManager struct {
 
 	exec     *runtime.Executor
 	deployed map[string]int // job id -> attempt deployed here
+	settled  map[string]int // job id -> attempt reported without deploying
 }
 
 // New returns a task manager; call Run to start it.
@@ -53,7 +54,7 @@ func New(cfg Config) *TaskManager {
 		cfg.Logger = slog.Default()
 	}
 	return &TaskManager{cfg: cfg, log: cfg.Logger, client: &http.Client{Timeout: 10 * time.Second},
-		wake: make(chan struct{}, 1), deployed: map[string]int{}}
+		wake: make(chan struct{}, 1), deployed: map[string]int{}, settled: map[string]int{}}
 }
 
 // SubtaskStateChanged implements runtime.Reporter: queue and wake the sender.
@@ -87,6 +88,9 @@ func (tm *TaskManager) Run(ctx context.Context, exec *runtime.Executor) {
 // sync makes the executor match the state for this node.
 func (tm *TaskManager) sync() {
 	for _, j := range tm.cfg.State.Jobs() {
+		if fsm.TerminalJobState(j.State) {
+			delete(tm.settled, j.ID)
+		}
 		attempt, here := tm.deployed[j.ID]
 		placedHere := false
 		for _, n := range fsm.NodesOf(j.Placement) {
@@ -107,11 +111,25 @@ func (tm *TaskManager) sync() {
 				tm.failAll(j, err)
 			}
 			tm.deployed[j.ID] = j.Attempt
+		case !here && placedHere && (j.State == fsm.JobCancelling || j.State == fsm.JobFailing) && tm.settled[j.ID] != j.Attempt:
+			// The attempt stopped before this node deployed it: its
+			// subtasks here never ran, so they end CANCELED right away.
+			tm.settled[j.ID] = j.Attempt
+			tm.reportNeverStarted(j)
 		case here && (j.State != fsm.JobRunning || !placedHere):
 			// Failing, restarting, cancelling or over: stop what runs here.
 			// A FINISHED job's subtasks have ended already; Cancel is a no-op.
 			tm.exec.Cancel(j.ID)
 			delete(tm.deployed, j.ID)
+		}
+	}
+}
+
+func (tm *TaskManager) reportNeverStarted(j *fsm.Job) {
+	now := time.Now()
+	for _, st := range j.Subtasks {
+		if st.Node == tm.cfg.NodeID && !fsm.TerminalTaskState(st.State) {
+			tm.SubtaskStateChanged(runtime.SubtaskEvent{JobID: j.ID, Attempt: j.Attempt, VertexID: st.VertexID, Subtask: st.Index, State: fsm.TaskCanceled, At: now})
 		}
 	}
 }
