@@ -88,7 +88,13 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 	node.SetDataHandler(exec.HandleConn)
 	sched := scheduler.New(node.FSM, schedulerView{node}, scheduler.Config{Logger: log.With("component", "scheduler")})
 	node.OnLeadership(sched.Run)
-	a.API = rest.New(node, rest.Options{Logger: log.With("component", "http"), Version: opts.Version, Revision: opts.Revision, Runtime: exec})
+	a.API, err = rest.New(node, rest.Options{Logger: log.With("component", "http"), Version: opts.Version, Revision: opts.Revision, Runtime: exec})
+	if err != nil {
+		exec.Close()
+		ln.Close()
+		node.Shutdown()
+		return nil, err
+	}
 	return a, nil
 }
 

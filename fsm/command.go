@@ -28,6 +28,10 @@ const (
 	// CommandJobTransition records a scheduler decision (fail, restart,
 	// waiting for slots, cancelled).
 	CommandJobTransition CommandType = 6
+	// CommandBundleAdd records a job bundle stored on a quorum of nodes.
+	CommandBundleAdd CommandType = 7
+	// CommandBundleDelete forgets a job bundle.
+	CommandBundleDelete CommandType = 8
 )
 
 // formatVersion is the encoding of a command body. Bump it when a body
@@ -76,6 +80,10 @@ func Decode(data []byte) (Command, error) {
 		c = &SubtaskEvents{}
 	case CommandJobTransition:
 		c = &JobTransition{}
+	case CommandBundleAdd:
+		c = &BundleAdd{}
+	case CommandBundleDelete:
+		c = &BundleDelete{}
 	default:
 		return nil, fmt.Errorf("%w %d", ErrUnknownCommand, t)
 	}
@@ -158,3 +166,18 @@ type JobTransition struct {
 }
 
 func (*JobTransition) Type() CommandType { return CommandJobTransition }
+
+// BundleAdd records an uploaded job bundle (a "jar"). Its bytes were stored
+// on Holders, a quorum of the voters, before this was proposed.
+type BundleAdd struct {
+	Bundle Bundle `json:"bundle"`
+}
+
+func (*BundleAdd) Type() CommandType { return CommandBundleAdd }
+
+// BundleDelete forgets a bundle.
+type BundleDelete struct {
+	ID string `json:"id"`
+}
+
+func (*BundleDelete) Type() CommandType { return CommandBundleDelete }

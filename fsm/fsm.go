@@ -97,6 +97,10 @@ func (f *FSM) apply(index uint64, cmd Command) Result {
 		return f.applySubtaskEvents(index, c)
 	case *JobTransition:
 		return f.applyJobTransition(index, c)
+	case *BundleAdd:
+		return f.applyBundleAdd(c)
+	case *BundleDelete:
+		return f.applyBundleDelete(c)
 	default:
 		panic(fmt.Sprintf("fsm: command type %T decoded but not applied", cmd))
 	}
@@ -207,6 +211,9 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	if snap.State.Jobs == nil {
 		snap.State.Jobs = map[string]*Job{}
+	}
+	if snap.State.Bundles == nil {
+		snap.State.Bundles = map[string]*Bundle{}
 	}
 	f.mu.Lock()
 	f.st = snap.State

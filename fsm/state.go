@@ -163,11 +163,31 @@ func (j *Job) setState(state string, at int64, index uint64) {
 // state is everything the FSM replicates. It is serialised whole for
 // snapshots, so every field must be exported to JSON.
 type state struct {
-	Jobs map[string]*Job `json:"jobs"`
+	Jobs    map[string]*Job    `json:"jobs"`
+	Bundles map[string]*Bundle `json:"bundles"`
 }
 
 func newState() *state {
-	return &state{Jobs: map[string]*Job{}}
+	return &state{Jobs: map[string]*Job{}, Bundles: map[string]*Bundle{}}
+}
+
+// Bundle is an uploaded job bundle (Flink's jar).
+type Bundle struct {
+	ID       string        `json:"id"`
+	Name     string        `json:"name"`
+	SHA256   string        `json:"sha256"`
+	Size     int64         `json:"size"`
+	Uploaded int64         `json:"uploaded"`
+	Entries  []BundleEntry `json:"entries"`
+	// Holders are the nodes that stored the bytes before the bundle was
+	// acknowledged.
+	Holders []string `json:"holders"`
+}
+
+// BundleEntry is one job spec inside a bundle.
+type BundleEntry struct {
+	Name        string `json:"name"`
+	Description string `json:"description"`
 }
 
 func (s *state) sortedJobs() []*Job {

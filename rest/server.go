@@ -9,12 +9,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"regexp"
 	"time"
 
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/dispatcher-dev/dispatcher/bundle"
 	"github.com/dispatcher-dev/dispatcher/cluster"
 )
 
@@ -44,10 +46,11 @@ type Server struct {
 	httpServer *http.Server
 	runtime    Runtime
 	subtasks   *subtaskFetcher
+	bundles    *bundle.Store
 }
 
 // New builds the router. Every route is registered under /v1 and bare.
-func New(node *cluster.Node, opts Options) *Server {
+func New(node *cluster.Node, opts Options) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -68,6 +71,11 @@ func New(node *cluster.Node, opts Options) *Server {
 		}},
 	}
 	s.subtasks = &subtaskFetcher{s: s, ttl: time.Second, cache: map[string]fetched{}}
+	store, err := bundle.NewStore(filepath.Join(cfg.DataDir, "bundles"))
+	if err != nil {
+		return nil, err
+	}
+	s.bundles = store
 	r := gin.New()
 	r.HandleMethodNotAllowed = true
 	r.RemoveExtraSlash = true
@@ -84,7 +92,7 @@ func New(node *cluster.Node, opts Options) *Server {
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    1 << 20,
 	}
-	return s
+	return s, nil
 }
 
 // route is one registered endpoint.
