@@ -98,12 +98,20 @@ func (n *Node) Voters() []string {
 // Leave departs gracefully: hand leadership over, tell the ring, wait for
 // the leader to drop this server from Raft, then stop.
 func (n *Node) Leave(ctx context.Context) error {
+	// Leaving is bounded whatever the caller's context: a node asked to
+	// stop must stop.
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
 	var firstErr error
 	if n.IsLeader() && len(n.Voters()) > 1 {
 		if err := n.raft.LeadershipTransfer().Error(); err != nil {
 			firstErr = fmt.Errorf("leadership transfer: %w", err)
 			n.log.Warn("leadership transfer failed; leaving anyway", "err", err)
 		}
+	}
+	n.leaving.Store(true)
+	if err := n.gossip.UpdateMeta(); err != nil {
+		n.log.Warn("could not announce the leave", "err", err)
 	}
 	if err := n.gossip.Leave(2 * time.Second); err != nil && firstErr == nil {
 		firstErr = err

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -61,6 +62,10 @@ type Node struct {
 	httpAdvertise string
 	raftAdvertise string
 	hasState      bool
+	leaving       atomic.Bool
+	// raftAddrs caches the Raft configuration's addresses, the fallback
+	// when gossip does not know a server's current address.
+	raftAddrs atomic.Pointer[map[string]string]
 
 	mu           sync.Mutex
 	leaderSince  time.Time
@@ -74,6 +79,9 @@ type Node struct {
 	leaderReady  chan struct{}
 	leaderHooks  []func(ctx context.Context)
 	unknownSince map[string]time.Time
+	// heartbeatFailing holds, on the leader, the followers Raft cannot
+	// reach, since when.
+	heartbeatFailing map[string]time.Time
 
 	applyLatency prometheus.Histogram
 
@@ -98,7 +106,7 @@ func New(cfg config.Config, opts Options) (*Node, error) {
 	if opts.ReconcileInterval == 0 {
 		opts.ReconcileInterval = time.Second
 	}
-	n := &Node{cfg: cfg, opts: opts, log: opts.Logger, stop: make(chan struct{}), unknownSince: map[string]time.Time{}, leaderReady: make(chan struct{}), applyLatency: newApplyLatency()}
+	n := &Node{cfg: cfg, opts: opts, log: opts.Logger, stop: make(chan struct{}), unknownSince: map[string]time.Time{}, heartbeatFailing: map[string]time.Time{}, leaderReady: make(chan struct{}), applyLatency: newApplyLatency()}
 	n.FSM = fsm.New(opts.Logger.With("component", "fsm"))
 	raftDir := filepath.Join(cfg.DataDir, "raft")
 	if err := os.MkdirAll(raftDir, 0o700); err != nil {
@@ -234,8 +242,11 @@ func (n *Node) Start() error {
 
 	observations := make(chan raft.Observation, 64)
 	r.RegisterObserver(raft.NewObserver(observations, false, func(o *raft.Observation) bool {
-		_, ok := o.Data.(raft.LeaderObservation)
-		return ok
+		switch o.Data.(type) {
+		case raft.LeaderObservation, raft.FailedHeartbeatObservation, raft.ResumedHeartbeatObservation:
+			return true
+		}
+		return false
 	}))
 
 	gossipHost, gossipPort, _ := config.SplitHostPort(n.cfg.GossipAddr)
@@ -261,10 +272,12 @@ func (n *Node) Start() error {
 	}
 	n.gossip = g
 
-	n.wg.Add(3)
+	n.wg.Add(5)
+	go n.refreshRaftAddrs()
 	go n.watchLeadership(notify)
 	go n.watchObservations(observations)
 	go n.joinAndBootstrap()
+	go n.rejoinSeeds()
 	return nil
 }
 
@@ -278,6 +291,7 @@ func (n *Node) meta() gossip.Meta {
 		Version:  n.opts.Version,
 		Expect:   n.cfg.BootstrapExpect,
 		HasState: n.hasState || n.hasRaftConfig(),
+		Leaving:  n.leaving.Load(),
 	}
 }
 
@@ -297,7 +311,41 @@ func (p addressProvider) ServerAddr(id raft.ServerID) (raft.ServerAddress, error
 	if m, ok := p.n.member(string(id)); ok && m.Meta.RaftAddr != "" && m.State != gossip.StateDead && m.State != gossip.StateLeft {
 		return raft.ServerAddress(m.Meta.RaftAddr), nil
 	}
-	return "", fmt.Errorf("no gossip address for %s", id)
+	if addrs := p.n.raftAddrs.Load(); addrs != nil {
+		if a, ok := (*addrs)[string(id)]; ok {
+			return raft.ServerAddress(a), nil
+		}
+	}
+	return "", fmt.Errorf("no address for %s", id)
+}
+
+// refreshRaftAddrs keeps the fallback addresses current; it runs outside
+// raft's own goroutines, which must never wait on GetConfiguration.
+func (n *Node) refreshRaftAddrs() {
+	defer n.wg.Done()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	sentState := false
+	for {
+		if f := n.raft.GetConfiguration(); f.Error() == nil {
+			addrs := map[string]string{}
+			for _, s := range f.Configuration().Servers {
+				addrs[string(s.ID)] = string(s.Address)
+			}
+			n.raftAddrs.Store(&addrs)
+			if !sentState && len(addrs) > 0 {
+				// Tell peers this node belongs to a cluster now, so a
+				// late starter never bootstraps a second one.
+				sentState = true
+				n.gossip.UpdateMeta()
+			}
+		}
+		select {
+		case <-n.stop:
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 func (n *Node) member(id string) (gossip.Member, bool) {
@@ -388,8 +436,24 @@ func (n *Node) watchObservations(ch chan raft.Observation) {
 		case <-n.stop:
 			return
 		case o := <-ch:
+			switch hb := o.Data.(type) {
+			case raft.FailedHeartbeatObservation:
+				n.mu.Lock()
+				if _, ok := n.heartbeatFailing[string(hb.PeerID)]; !ok {
+					n.heartbeatFailing[string(hb.PeerID)] = time.Now()
+				}
+				n.mu.Unlock()
+				continue
+			case raft.ResumedHeartbeatObservation:
+				n.mu.Lock()
+				delete(n.heartbeatFailing, string(hb.PeerID))
+				n.mu.Unlock()
+				continue
+			}
 			lo := o.Data.(raft.LeaderObservation)
 			n.mu.Lock()
+			// A new leader starts with a clean view of its followers.
+			n.heartbeatFailing = map[string]time.Time{}
 			n.leaderID = string(lo.LeaderID)
 			n.leaderSince = time.Now()
 			n.leaderTerm = n.raft.CurrentTerm()
@@ -561,12 +625,15 @@ func (n *Node) Leader() (LeaderInfo, bool) {
 	if id == "" {
 		return LeaderInfo{}, false
 	}
+	// The id comes live from raft; the observation that recorded "since"
+	// may lag behind it, so only trust it when it names the same leader.
+	term := n.raft.CurrentTerm()
 	n.mu.Lock()
-	since, term := n.leaderSince, n.leaderTerm
-	n.mu.Unlock()
-	if term == 0 {
-		term = n.raft.CurrentTerm()
+	since := n.leaderSince
+	if n.leaderID != string(id) {
+		since = time.Now()
 	}
+	n.mu.Unlock()
 	info := LeaderInfo{ID: string(id), RaftAddress: string(addr), Term: term, Since: since}
 	if string(id) == n.cfg.NodeID {
 		info.HTTPAddress = n.httpAdvertise

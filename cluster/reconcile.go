@@ -69,48 +69,69 @@ func (n *Node) reconcile() {
 		}
 	}
 
-	// Servers that left on purpose go at once; dead ones after the timeout,
-	// never more than (voters-1)/2 per pass, so quorum is never at stake.
-	budget := (voters - 1) / 2
+	// Servers that left on purpose go at once. Dead ones go after the
+	// timeout, and only when Raft cannot reach them either: gossip alone can
+	// be wrong (a ring split after containers moved), and removing a voter
+	// the leader still replicates to would cut it off for nothing. When more
+	// than (voters-1)/2 look failed, the leader is more likely the one cut
+	// off, so nothing is removed (Consul's autopilot rule).
+	n.mu.Lock()
+	raftFailing := make(map[string]time.Time, len(n.heartbeatFailing))
+	for id, since := range n.heartbeatFailing {
+		raftFailing[id] = since
+	}
+	n.mu.Unlock()
+	type removal struct{ id, why string }
+	var gone, failed []removal
 	for id := range inRaft {
 		if id == n.cfg.NodeID {
 			continue
 		}
 		m, known := members[id]
-		remove, why := false, ""
+		if known {
+			delete(n.unknownSince, id)
+		}
 		switch {
 		case known && m.State == gossip.StateLeft:
-			remove, why = true, "left"
+			gone = append(gone, removal{id, "left"})
+			continue
 		case known && m.State == gossip.StateDead && now.Sub(m.StateSince) >= n.cfg.DeadServerTimeout:
-			remove, why = true, "dead"
 		case !known:
 			first, seen := n.unknownSince[id]
 			if !seen {
 				n.unknownSince[id] = now
-			} else if now.Sub(first) >= n.cfg.DeadServerTimeout {
-				remove, why = true, "unknown to gossip"
-			}
-		}
-		if known {
-			delete(n.unknownSince, id)
-		}
-		if !remove {
-			continue
-		}
-		if why != "left" {
-			if budget <= 0 {
 				continue
 			}
-			budget--
-		}
-		if err := n.raft.RemoveServer(raft.ServerID(id), 0, 5*time.Second).Error(); err != nil {
-			n.log.Warn("cannot remove server", "id", id, "err", err)
+			if now.Sub(first) < n.cfg.DeadServerTimeout {
+				continue
+			}
+		default:
 			continue
 		}
-		delete(n.unknownSince, id)
-		n.log.Info("removed a server from raft", "id", id, "reason", why)
-		if known {
-			n.gossip.Forget(id)
+		since, failing := raftFailing[id]
+		if !failing || now.Sub(since) < n.cfg.DeadServerTimeout/2 {
+			n.log.Debug("gossip reports a voter gone but raft still reaches it; keeping it", "id", id)
+			continue
+		}
+		why := "dead"
+		if !known {
+			why = "unknown to gossip"
+		}
+		failed = append(failed, removal{id, why})
+	}
+	if len(failed) > (voters-1)/2 {
+		n.log.Warn("too many voters look failed to remove any safely", "failed", len(failed), "voters", voters)
+		failed = nil
+	}
+	for _, r := range append(gone, failed...) {
+		if err := n.raft.RemoveServer(raft.ServerID(r.id), 0, 5*time.Second).Error(); err != nil {
+			n.log.Warn("cannot remove server", "id", r.id, "err", err)
+			continue
+		}
+		delete(n.unknownSince, r.id)
+		n.log.Info("removed a server from raft", "id", r.id, "reason", r.why)
+		if _, known := members[r.id]; known {
+			n.gossip.Forget(r.id)
 		}
 	}
 }

@@ -245,9 +245,9 @@ type events struct{ g *Gossip }
 func (e *events) NotifyJoin(n *memberlist.Node)   { e.g.record(n, StateAlive, "join") }
 func (e *events) NotifyUpdate(n *memberlist.Node) { e.g.record(n, StateAlive, "update") }
 func (e *events) NotifyLeave(n *memberlist.Node) {
-	// memberlist reports both failures and graceful leaves here; the node's
-	// State field says which.
-	if n.State == memberlist.StateLeft {
+	// memberlist reports failures and graceful leaves alike here; a member
+	// that announced it was leaving has left.
+	if meta, err := DecodeMeta(n.Meta); err == nil && meta.Leaving {
 		e.g.record(n, StateLeft, "leave")
 		return
 	}

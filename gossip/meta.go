@@ -22,6 +22,10 @@ type Meta struct {
 	// HasState tells peers this node already belongs to a Raft cluster, so
 	// nobody bootstraps a second one beside it.
 	HasState bool `json:"b,omitempty"`
+	// Leaving is gossiped just before a graceful leave. memberlist reports
+	// leaves and failures through the same callback without saying which
+	// (its Node.State is never set), so the flag is how peers tell them apart.
+	Leaving bool `json:"l,omitempty"`
 }
 
 // RoleServer is the only role today: every node votes and runs tasks.
