@@ -101,6 +101,18 @@ func (f *FSM) apply(index uint64, cmd Command) Result {
 		return f.applyBundleAdd(c)
 	case *BundleDelete:
 		return f.applyBundleDelete(c)
+	case *CheckpointStarted:
+		return f.applyCheckpointStarted(index, c)
+	case *CheckpointCompleted:
+		return f.applyCheckpointCompleted(index, c)
+	case *CheckpointFailed:
+		return f.applyCheckpointFailed(index, c)
+	case *TriggerCreated:
+		return f.applyTriggerCreated(c)
+	case *TriggerDone:
+		return f.applyTriggerDone(c)
+	case *JobRescale:
+		return f.applyJobRescale(index, c)
 	default:
 		panic(fmt.Sprintf("fsm: command type %T decoded but not applied", cmd))
 	}
@@ -113,7 +125,7 @@ func (f *FSM) applyJobSubmit(index uint64, c *JobSubmit) Result {
 		}
 		return Result{Value: j.clone()}
 	}
-	j := &Job{ID: c.JobID, Name: c.Name, Spec: c.Spec, Timestamps: map[string]int64{}, StartTime: c.At, EndTime: -1}
+	j := &Job{ID: c.JobID, Name: c.Name, Spec: c.Spec, Timestamps: map[string]int64{}, StartTime: c.At, EndTime: -1, InitialRestore: c.Restore}
 	j.setState(JobInitializing, c.At, index)
 	j.setState(JobCreated, c.At, index)
 	f.st.Jobs[c.JobID] = j
@@ -161,6 +173,17 @@ func (f *FSM) Jobs() []*Job {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	return f.st.sortedJobs()
+}
+
+// JobCounts counts jobs by state without copying them.
+func (f *FSM) JobCounts() map[string]int {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := map[string]int{}
+	for _, j := range f.st.Jobs {
+		out[j.State]++
+	}
+	return out
 }
 
 // Job returns a copy of one job.
@@ -214,6 +237,9 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	if snap.State.Bundles == nil {
 		snap.State.Bundles = map[string]*Bundle{}
+	}
+	if snap.State.Triggers == nil {
+		snap.State.Triggers = map[string]*Trigger{}
 	}
 	f.mu.Lock()
 	f.st = snap.State

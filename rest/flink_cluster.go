@@ -65,16 +65,16 @@ func (s *Server) getOverview(c *gin.Context) {
 		}
 	}
 	o.SlotsAvailable = o.SlotsTotal
-	for _, j := range s.node.FSM.Jobs() {
-		switch j.State {
+	for state, n := range s.node.FSM.JobCounts() {
+		switch state {
 		case fsm.JobFinished:
-			o.JobsFinished++
+			o.JobsFinished += n
 		case fsm.JobCanceled:
-			o.JobsCancelled++
+			o.JobsCancelled += n
 		case fsm.JobFailed:
-			o.JobsFailed++
+			o.JobsFailed += n
 		default:
-			o.JobsRunning++
+			o.JobsRunning += n
 		}
 	}
 	c.JSON(http.StatusOK, o)

@@ -3,10 +3,12 @@ package rest
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -91,11 +93,12 @@ func (s *Server) forward(c *gin.Context) {
 					return
 				}
 				resp.Body.Close()
-			} else if !isDialError(err) {
-				// The request may have reached the leader; replaying a
-				// write could apply it twice, so report instead.
-				s.log.Warn("forwarding to the leader failed", "leader", leader.ID, "err", err)
-				fail(c, http.StatusBadGateway, "The leader did not answer: "+err.Error())
+			} else if !isDialError(err) && !retrySafe(c, body) {
+				// The leader died with the request in flight: it may have
+				// been applied, and replaying it could apply it twice.
+				s.log.Warn("forwarding to the leader failed mid-request", "leader", leader.ID, "err", err)
+				c.Header("Retry-After", "1")
+				fail(c, http.StatusServiceUnavailable, "The leader stopped answering while handling this request, which may or may not have been applied. Retry it with a client-chosen jobId or triggerId to make the retry safe.")
 				return
 			}
 		}
@@ -155,6 +158,28 @@ func (s *Server) copyResponse(c *gin.Context, resp *http.Response) {
 	c.Status(resp.StatusCode)
 	io.Copy(c.Writer, resp.Body)
 	c.Abort()
+}
+
+// retrySafe tells whether replaying a request cannot apply it twice: the
+// methods that set rather than add, and bodies that carry a client-chosen
+// id the state machine deduplicates on.
+func retrySafe(c *gin.Context, body []byte) bool {
+	switch c.Request.Method {
+	case http.MethodPut, http.MethodPatch, http.MethodDelete:
+		return true
+	}
+	var ids struct {
+		JobID     string `json:"jobId"`
+		TriggerID string `json:"triggerId"`
+		Node      string `json:"node"`
+		ID        string `json:"id"`
+	}
+	if json.Unmarshal(body, &ids) != nil {
+		return false
+	}
+	return ids.JobID != "" || ids.TriggerID != "" ||
+		// Internal writes (subtask events, bundle metadata) are idempotent.
+		strings.HasPrefix(c.FullPath(), "/v1/internal/") || strings.HasPrefix(c.FullPath(), "/internal/")
 }
 
 // isDialError tells whether the request never left this node, which makes
