@@ -6,10 +6,12 @@ import (
 )
 
 // CompileExpr compiles an expression over a record: the record's fields are
-// the variables (a missing field is nil). Validation and the executor use
-// this same function, so an expression that passes Parse compiles on a node.
+// the variables (a missing field is nil), and the program must be run with
+// the record (a map[string]any) as its environment, which lets expr read
+// fields without reflection. Validation and the executor use this same
+// function, so an expression that passes Parse compiles on a node.
 func CompileExpr(src string) (*vm.Program, error) {
-	return expr.Compile(src, expr.AllowUndefinedVariables())
+	return expr.Compile(src, expr.Env(map[string]any{}), expr.AllowUndefinedVariables())
 }
 
 // IsFieldName reports whether a hash key is a plain field name (letters,

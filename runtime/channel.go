@@ -11,8 +11,8 @@ type buffer struct {
 	recs  []Record // local data
 	raw   *[]byte  // remote data: a pooled frame; payload starts at off
 	off   int
-	event byte  // 0 = data, else eventEndOfPartition / eventBarrier
-	id    int64 // barrier id
+	event byte        // 0 = data, else eventEndOfPartition(Stop) / eventBarrier
+	cp    *Checkpoint // barrier
 	ch    *inChannel
 }
 
@@ -31,7 +31,7 @@ func (p *bufferPool) get() *buffer {
 func (p *bufferPool) put(b *buffer) {
 	clear(b.recs)
 	b.recs = b.recs[:0]
-	b.raw, b.off, b.event, b.id, b.ch = nil, 0, 0, 0, nil
+	b.raw, b.off, b.event, b.cp, b.ch = nil, 0, 0, nil, nil
 	p.pool.Put(b)
 }
 
@@ -120,6 +120,10 @@ type inChannel struct {
 	local *outChannel
 	peer  string // remote sender's node
 	ended bool   // end of partition consumed (owned by the subtask)
+	// Checkpoints (owned by the subtask): the newest barrier seen, and
+	// whether the channel is blocked for alignment.
+	barrier int64
+	blocked bool
 	// eos is set by the network reader when end-of-partition arrived, so that
 	// losing the connection afterwards is not a failure.
 	eos bool

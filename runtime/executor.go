@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/dispatcher-dev/dispatcher/checkpoint"
 	"github.com/dispatcher-dev/dispatcher/jobgraph"
 )
 
@@ -40,6 +41,9 @@ type Config struct {
 	// Credits is the number of buffers a receiver grants per channel
 	// (default 4): the bound on in-flight buffers per channel.
 	Credits int
+	// Storage holds checkpoint and savepoint snapshots (required for
+	// TriggerCheckpoint and Deployment.Restore).
+	Storage checkpoint.Storage
 }
 
 // Reporter is told about subtask state transitions.
@@ -66,6 +70,9 @@ type Deployment struct {
 	Graph   *jobgraph.JobGraph
 	// Placement maps a vertex id to the node id of each of its subtasks.
 	Placement map[string][]string
+	// Restore, when set, starts every subtask from a completed checkpoint
+	// or savepoint (at any parallelism: state is redistributed by key group).
+	Restore *Restore
 }
 
 // JobInfo is a job attempt known to this executor.
@@ -95,6 +102,7 @@ type Executor struct {
 
 	events     eventQueue
 	eventsStop chan struct{}
+	acks       CheckpointReporter
 	// subWG counts subtasks and connection goroutines; wg the executor's own.
 	subWG sync.WaitGroup
 	wg    sync.WaitGroup
@@ -133,6 +141,7 @@ func New(cfg Config) (*Executor, error) {
 		peers:          map[string]*peer{},
 		inbound:        map[net.Conn]struct{}{},
 	}
+	e.acks, _ = cfg.Reporter.(CheckpointReporter)
 	e.events.wake = make(chan struct{}, 1)
 	e.eventsStop = make(chan struct{})
 	e.wg.Add(2)
@@ -157,7 +166,9 @@ type job struct {
 	canceled atomic.Bool
 	running  atomic.Int32
 	ended    atomic.Bool
+	done     chan struct{} // closed when every local subtask has ended
 	deployed time.Time
+	restore  *Restore
 }
 
 func (j *job) subtaskEnded(s *subtask) {
@@ -190,12 +201,16 @@ func (e *Executor) Deploy(d Deployment) error {
 			return fmt.Errorf("deploy %s: placement of vertex %q has %d subtasks, want %d", d.JobID, v.ID, n, v.Parallelism)
 		}
 	}
+	if d.Restore != nil && e.cfg.Storage == nil {
+		return fmt.Errorf("deploy %s: restore from %s: no checkpoint storage configured", d.JobID, d.Restore.Dir)
+	}
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
 		return errors.New("deploy: executor is closed")
 	}
-	if old := e.jobs[d.JobID]; old != nil {
+	old := e.jobs[d.JobID]
+	if old != nil {
 		if old.attempt == d.Attempt {
 			e.mu.Unlock()
 			return nil
@@ -206,8 +221,33 @@ func (e *Executor) Deploy(d Deployment) error {
 		}
 		e.cancelLocked(old)
 	}
+	e.mu.Unlock()
+	if d.Restore != nil {
+		// The older attempt's sinks must be gone before their files are
+		// committed or deleted.
+		if old != nil {
+			old.waitEnded(10 * time.Second)
+		}
+		if err := recoverSinks(g, e.cfg.OutputDir, d.Restore); err != nil {
+			return fmt.Errorf("deploy %s: recovering sink output: %w", d.JobID, err)
+		}
+	}
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return errors.New("deploy: executor is closed")
+	}
+	if cur := e.jobs[d.JobID]; cur != nil && cur != old {
+		// A concurrent Deploy of this job won.
+		e.mu.Unlock()
+		if cur.attempt == d.Attempt {
+			return nil
+		}
+		return fmt.Errorf("deploy %s: attempt %d was deployed concurrently with attempt %d", d.JobID, cur.attempt, d.Attempt)
+	}
 	ctx, cancel := context.WithCancel(e.ctx)
-	j := &job{id: d.JobID, attempt: d.Attempt, graph: g, ctx: ctx, cancel: cancel, deployed: time.Now()}
+	j := &job{id: d.JobID, attempt: d.Attempt, graph: g, ctx: ctx, cancel: cancel, deployed: time.Now(),
+		done: make(chan struct{}), restore: d.Restore}
 	e.wire(j, d.Placement)
 	e.jobs[d.JobID] = j
 	e.pruneLocked()
@@ -246,14 +286,19 @@ func (e *Executor) wire(j *job, placement map[string][]string) {
 			s.ctx, s.cancel = context.WithCancelCause(j.ctx)
 			s.opctx = &OpContext{Ctx: s.ctx, JobID: j.id, Attempt: j.attempt, Vertex: v, Subtask: i,
 				Parallelism: v.Parallelism, MaxParallelism: g.MaxParallelism, Inputs: g.InEdges(v.ID),
-				KeyGroups: jobgraph.KeyGroupRangeForOperator(g.MaxParallelism, v.Parallelism, i),
-				InputDir: e.cfg.InputDir, OutputDir: e.cfg.OutputDir,
+				KeyGroups:     jobgraph.KeyGroupRangeForOperator(g.MaxParallelism, v.Parallelism, i),
+				Checkpointing: g.Checkpointing != nil,
+				InputDir:      e.cfg.InputDir, OutputDir: e.cfg.OutputDir,
 				Logger: e.log.With("job", j.id, "vertex", v.ID, "subtask", i)}
 			s.op, s.src, s.setupErr = newOperator(v.Operator, v.Params)
 			if s.src == nil {
 				s.gate = &inputGate{}
 			}
 			s.out = &Output{s: s, bufSize: e.cfg.BufferSize, countdown: checkEvery}
+			s.cp.trigWake = make(chan struct{}, 1)
+			if s.src != nil {
+				s.out.trigger = &s.cp.pending
+			}
 			for _, oe := range g.OutEdges(v.ID) {
 				down := g.Vertex(oe.To)
 				edge := &outEdge{ship: oe.Ship, maxP: g.MaxParallelism, p: down.Parallelism}
@@ -340,7 +385,9 @@ func (e *Executor) wire(j *job, placement map[string][]string) {
 func (e *Executor) jobEnded(j *job) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	j.ended.Store(true)
+	if !j.ended.Swap(true) {
+		close(j.done)
+	}
 	for _, k := range j.keys {
 		delete(e.sendChans, k)
 		delete(e.recvChans, k)
@@ -528,7 +575,7 @@ func (e *Executor) tick() {
 // eventQueue delivers reports in order without blocking subtasks.
 type eventQueue struct {
 	mu   sync.Mutex
-	q    []SubtaskEvent
+	q    []any // SubtaskEvent or CheckpointAck
 	wake chan struct{}
 }
 
@@ -539,12 +586,35 @@ func (e *Executor) report(ev SubtaskEvent) {
 	if e.cfg.Reporter == nil {
 		return
 	}
+	e.enqueue(ev)
+}
+
+// reportAck queues a checkpoint acknowledgement, in order with the state
+// transitions.
+func (e *Executor) reportAck(a CheckpointAck) {
+	if e.acks != nil {
+		e.enqueue(a)
+	}
+}
+
+func (e *Executor) enqueue(ev any) {
 	e.events.mu.Lock()
 	e.events.q = append(e.events.q, ev)
 	e.events.mu.Unlock()
 	select {
 	case e.events.wake <- struct{}{}:
 	default:
+	}
+}
+
+func (e *Executor) deliver(q []any) {
+	for _, ev := range q {
+		switch ev := ev.(type) {
+		case SubtaskEvent:
+			e.cfg.Reporter.SubtaskStateChanged(ev)
+		case CheckpointAck:
+			e.acks.CheckpointAcked(ev)
+		}
 	}
 }
 
@@ -555,9 +625,7 @@ func (e *Executor) deliverEvents() {
 		q := e.events.q
 		e.events.q = nil
 		e.events.mu.Unlock()
-		for _, ev := range q {
-			e.cfg.Reporter.SubtaskStateChanged(ev)
-		}
+		e.deliver(q)
 		if len(q) > 0 {
 			continue
 		}
@@ -568,9 +636,7 @@ func (e *Executor) deliverEvents() {
 			q = e.events.q
 			e.events.q = nil
 			e.events.mu.Unlock()
-			for _, ev := range q {
-				e.cfg.Reporter.SubtaskStateChanged(ev)
-			}
+			e.deliver(q)
 			return
 		}
 	}

@@ -83,9 +83,27 @@ func (p *program) run(r Record) (any, error) {
 		if err != nil {
 			return nil, p.fail(r, err)
 		}
+		if v, _, err = normalizeElem(v); err != nil {
+			return nil, p.fail(r, err)
+		}
 		out[f.name] = v
 	}
 	return out, nil
+}
+
+// runRecord evaluates an expression that must produce an object and
+// returns it normalised.
+func (p *program) runRecord(r Record) (Record, error) {
+	v, err := p.run(r)
+	if err != nil || p.fields != nil {
+		m, _ := v.(map[string]any)
+		return m, err // the field by field path built and normalised it
+	}
+	m, err := toRecord(v)
+	if err != nil {
+		return nil, fmt.Errorf("expression %q on record %s: %w", p.src, recordSnippet(r), err)
+	}
+	return m, nil
 }
 
 func (p *program) fail(r Record, err error) error {

@@ -33,8 +33,10 @@ type testCluster struct {
 var testLogger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 
 type eventLog struct {
-	mu  sync.Mutex
-	evs []SubtaskEvent
+	mu      sync.Mutex
+	evs     []SubtaskEvent
+	acks    []CheckpointAck
+	ackHook func(CheckpointAck)
 }
 
 func (l *eventLog) SubtaskStateChanged(ev SubtaskEvent) {

@@ -29,6 +29,8 @@ type keyedState[V any] struct {
 	enc    func(b []byte, v *V) []byte
 	dec    func(b []byte, v *V) ([]byte, error)
 	buf    []byte
+	// sizeHint is the serialised bytes per entry seen last (snapshots).
+	sizeHint int
 }
 
 type entry[V any] struct {
@@ -91,11 +93,18 @@ func (s *keyedState[V]) SnapshotKeyGroup(kg int) ([]byte, error) {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
-	b := binary.AppendUvarint(nil, uint64(len(keys)))
+	size := 0
+	if s.sizeHint > 0 {
+		size = s.sizeHint * len(keys)
+	}
+	b := binary.AppendUvarint(make([]byte, 0, size+binary.MaxVarintLen64), uint64(len(keys)))
 	for _, k := range keys {
 		e := g[k]
 		b = appendValue(b, e.key)
 		b = s.enc(b, &e.v)
+	}
+	if len(keys) > 0 {
+		s.sizeHint = len(b)/len(keys) + 1 // bytes per entry, to size the next group
 	}
 	return b, nil
 }

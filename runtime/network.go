@@ -289,12 +289,26 @@ func (e *Executor) dispatch(fr *frameReader, typ byte, body *[]byte) error {
 				return errBadFrame
 			}
 			b.event = rest[0]
-			b.id, _ = binary.Varint(rest[1:])
+			id, m := binary.Varint(rest[1:])
+			if m <= 0 {
+				putFrame(body)
+				e.buffers.put(b)
+				return errBadFrame
+			}
+			if b.event == eventBarrier {
+				cp, err := parseBarrier(id, rest[1+m:])
+				if err != nil {
+					putFrame(body)
+					e.buffers.put(b)
+					return err
+				}
+				b.cp = cp
+			}
 			putFrame(body)
 		}
 		e.mu.Lock()
 		ic := e.recvChans[k]
-		if ic != nil && b.event == eventEndOfPartition {
+		if ic != nil && isEndOfPartition(b.event) {
 			ic.eos = true
 		}
 		e.mu.Unlock()

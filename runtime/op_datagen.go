@@ -9,8 +9,10 @@ import (
 )
 
 // datagen generates deterministic records: event i (0-based, over all
-// subtasks) is a pure function of (seed, i), and subtask k generates events
-// k, k+p, ... so the job's output does not depend on the parallelism.
+// subtasks) is a pure function of (seed, i), and the events are divided
+// into splits like key groups (split k of S = maxParallelism holds events
+// k, k+S, ...; see splits), so the job's output does not depend on the
+// parallelism and a checkpoint restores at any parallelism.
 //
 //	words:            {"word"}                   skewed over a 100-word vocabulary
 //	nexmark-bids:     {"auction","bidder","price","channel","url","dateTime","extra"}
@@ -30,6 +32,7 @@ type datagen struct {
 	ctx     *OpContext
 	pcg     rand.PCG
 	rng     *rand.Rand
+	splits  splits
 }
 
 func newDatagen(p jobgraph.Params) SourceOperator {
@@ -40,30 +43,35 @@ func newDatagen(p jobgraph.Params) SourceOperator {
 	return d
 }
 
-func (d *datagen) Open(ctx *OpContext) error { d.ctx = ctx; return nil }
-func (d *datagen) Close() error              { return nil }
+func (d *datagen) Open(ctx *OpContext) error {
+	d.ctx = ctx
+	d.splits = newSplits(ctx.KeyGroups)
+	return nil
+}
+func (d *datagen) Close() error { return nil }
+
+func (d *datagen) snapshotState(*Checkpoint) ([]byte, error) { return d.splits.snapshot() }
+func (d *datagen) restoreState(old []oldSubtask) error       { return d.splits.restore(old) }
 
 func (d *datagen) Run(out *Output) error {
-	step := int64(d.ctx.Parallelism)
+	S := int64(d.ctx.MaxParallelism)
 	gen := map[string]func(int64) Record{
 		jobgraph.DatagenWords:           d.word,
 		jobgraph.DatagenNexmarkBids:     d.bid,
 		jobgraph.DatagenNexmarkPersons:  d.person,
 		jobgraph.DatagenNexmarkAuctions: d.auction,
 	}[d.kind]
-	for i := int64(d.ctx.Subtask); !d.bounded || i < d.count; i += step {
-		if err := d.limit.wait(out); err != nil {
-			return err
+	index := func(k int, j int64) (int64, bool) {
+		if j > (math.MaxInt64-int64(k))/S {
+			return 0, false
 		}
-		d.pcg.Seed(d.seed, uint64(i))
-		if err := out.Emit(gen(i)); err != nil {
-			return err
-		}
-		if i > math.MaxInt64-step {
-			break
-		}
+		i := int64(k) + j*S
+		return i, !d.bounded || i < d.count
 	}
-	return nil
+	return d.splits.run(out, &d.limit, index, func(i int64) error {
+		d.pcg.Seed(d.seed, uint64(i))
+		return out.Emit(gen(i))
+	})
 }
 
 var vocabulary = []string{
@@ -88,7 +96,7 @@ const (
 	nexProportion       = 50 // person 1 : auction 3 : bid 46
 	nexInFlightAuctions = 100
 	nexActivePeople     = 1000
-	nexHotRatio         = 2 // hot auctions / bidders / sellers
+	nexHotRatio         = 2             // hot auctions / bidders / sellers
 	nexBaseTime         = 1436918400000 // 2015-07-15T00:00:00Z, ms
 	nexCategories       = 5
 )
@@ -96,8 +104,10 @@ const (
 func nexTime(i int64) int64 { return nexBaseTime + i/10 }
 
 // lastPerson / lastAuction are the newest ids created before event i.
-func lastPerson(i int64) int64  { return nexFirstID + i/nexProportion }
-func lastAuction(i int64) int64 { return nexFirstID + (i/nexProportion)*3 + min(max(i%nexProportion-1, 0), 3) }
+func lastPerson(i int64) int64 { return nexFirstID + i/nexProportion }
+func lastAuction(i int64) int64 {
+	return nexFirstID + (i/nexProportion)*3 + min(max(i%nexProportion-1, 0), 3)
+}
 
 func (d *datagen) pick(newest int64, span int64) int64 {
 	lo := max(nexFirstID, newest-span)

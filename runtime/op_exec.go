@@ -117,7 +117,7 @@ func (e *execOp) read(stdout io.Reader) {
 		}
 	}
 	for n := 1; ; n++ {
-		b, err := readLine(r)
+		b, _, err := readLine(r)
 		if b = bytes.TrimSpace(b); len(b) > 0 {
 			rec, perr := parseJSONRecord(b)
 			if perr != nil {
@@ -141,6 +141,12 @@ func (e *execOp) read(stdout io.Reader) {
 }
 
 func (e *execOp) Async() <-chan []Record { return e.out }
+
+// checkpointUnsupported: records written to the program may not have
+// produced their output yet at a barrier, so exec cannot snapshot.
+func (e *execOp) checkpointUnsupported() string {
+	return "exec " + e.command + " cannot take snapshots (records may be inside the process)"
+}
 
 func (e *execOp) Process(_ int, recs []Record, out *Output) error {
 	batch := slices.Clone(recs)

@@ -1,6 +1,8 @@
 package runtime
 
 import (
+	"encoding/json"
+	"fmt"
 	"math"
 	"time"
 
@@ -41,13 +43,77 @@ func (l *rateLimiter) wait(out *Output) error {
 	return out.sleepUntil(due)
 }
 
-// sequence emits {"n": i} for i in [from, to], subtask k taking from+k,
-// from+k+p, ... (unbounded without "to").
+// splits is the per-split position of a source whose records are divided
+// into S = maxParallelism splits like key groups: split k holds the records
+// with index i ≡ k (mod S), and subtask i owns the splits in
+// KeyGroupRangeForOperator(S, p, i). next[k-start] is how many records of
+// split k were emitted, so a restore at another parallelism hands whole
+// splits with their positions to the new owners.
+type splits struct {
+	Start int     `json:"start"`
+	Next  []int64 `json:"next"`
+}
+
+func newSplits(kgs jobgraph.KeyGroupRange) splits {
+	return splits{Start: kgs.Start, Next: make([]int64, kgs.Len())}
+}
+
+func (sp *splits) snapshot() ([]byte, error) { return json.Marshal(sp) }
+
+// restore keeps the positions of the splits in this subtask's range.
+func (sp *splits) restore(old []oldSubtask) error {
+	for _, o := range old {
+		if len(o.OpState) == 0 {
+			continue
+		}
+		var prev splits
+		if err := json.Unmarshal(o.OpState, &prev); err != nil {
+			return fmt.Errorf("source state of subtask %d: %w", o.Subtask, err)
+		}
+		for i, n := range prev.Next {
+			if k := prev.Start + i - sp.Start; k >= 0 && k < len(sp.Next) {
+				sp.Next[k] = n
+			}
+		}
+	}
+	return nil
+}
+
+// run emits the records of the owned splits round robin (one record of each
+// split in turn), where index(k, j) is the index of record j of split k and
+// ok reports whether it exists. The position is advanced before the record
+// is emitted, so that a checkpoint taken inside Emit covers it.
+func (sp *splits) run(out *Output, limit *rateLimiter, index func(k int, j int64) (int64, bool), emit func(i int64) error) error {
+	for {
+		any := false
+		for x := range sp.Next {
+			i, ok := index(sp.Start+x, sp.Next[x])
+			if !ok {
+				continue
+			}
+			any = true
+			if err := limit.wait(out); err != nil {
+				return err
+			}
+			sp.Next[x]++
+			if err := emit(i); err != nil {
+				return err
+			}
+		}
+		if !any {
+			return nil
+		}
+	}
+}
+
+// sequence emits {"n": i} for i in [from, to] (unbounded without "to").
+// Its S = maxParallelism splits: split k holds from+k, from+k+S, ...
 type sequence struct {
 	from, to int64
 	bounded  bool
 	limit    rateLimiter
 	ctx      *OpContext
+	splits   splits
 }
 
 func newSequence(p jobgraph.Params) SourceOperator {
@@ -56,21 +122,25 @@ func newSequence(p jobgraph.Params) SourceOperator {
 	return s
 }
 
-func (s *sequence) Open(ctx *OpContext) error { s.ctx = ctx; return nil }
-func (s *sequence) Close() error              { return nil }
+func (s *sequence) Open(ctx *OpContext) error {
+	s.ctx = ctx
+	s.splits = newSplits(ctx.KeyGroups)
+	return nil
+}
+func (s *sequence) Close() error { return nil }
+
+func (s *sequence) snapshotState(*Checkpoint) ([]byte, error) { return s.splits.snapshot() }
+func (s *sequence) restoreState(old []oldSubtask) error       { return s.splits.restore(old) }
 
 func (s *sequence) Run(out *Output) error {
-	step := int64(s.ctx.Parallelism)
-	for n := s.from + int64(s.ctx.Subtask); !s.bounded || n <= s.to; n += step {
-		if err := s.limit.wait(out); err != nil {
-			return err
+	S := int64(s.ctx.MaxParallelism)
+	index := func(k int, j int64) (int64, bool) {
+		// n = from + k + j*S, without overflow
+		if j > (math.MaxInt64-s.from-int64(k))/S {
+			return 0, false
 		}
-		if err := out.Emit(Record{"n": n}); err != nil {
-			return err
-		}
-		if n > math.MaxInt64-step {
-			break
-		}
+		n := s.from + int64(k) + j*S
+		return n, !s.bounded || n <= s.to
 	}
-	return nil
+	return s.splits.run(out, &s.limit, index, func(n int64) error { return out.Emit(Record{"n": n}) })
 }

@@ -42,19 +42,21 @@ func (o *exprOp) Open(ctx *OpContext) error {
 func (o *exprOp) Process(_ int, recs []Record, out *Output) error {
 	var dropped int64
 	for _, r := range recs {
+		if o.kind == exprMap {
+			m, err := o.prog.runRecord(r)
+			if err != nil {
+				return err
+			}
+			if err := out.Emit(m); err != nil {
+				return err
+			}
+			continue
+		}
 		v, err := o.prog.run(r)
 		if err != nil {
 			return err
 		}
 		switch o.kind {
-		case exprMap:
-			m, err := toRecord(v)
-			if err != nil {
-				return fmt.Errorf("map expression %q: %w", o.src, err)
-			}
-			if err := out.Emit(m); err != nil {
-				return err
-			}
 		case exprFilter:
 			keep, ok := v.(bool)
 			if !ok {

@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"time"
@@ -52,6 +53,31 @@ func (w *window) Open(ctx *OpContext) error {
 
 // State exposes the keyed state (for checkpoints).
 func (w *window) State() KeyedState { return w.state }
+
+type windowState struct {
+	LastFired int64 `json:"lastFired"`
+}
+
+func (w *window) snapshotState(*Checkpoint) ([]byte, error) {
+	return json.Marshal(windowState{LastFired: w.lastFired})
+}
+
+// restoreState continues the window clock of the old subtasks: windows that
+// ended while the job was down fire at the next timer.
+func (w *window) restoreState(old []oldSubtask) error {
+	last := int64(0)
+	for _, o := range old {
+		var st windowState
+		if err := json.Unmarshal(o.OpState, &st); err != nil {
+			return fmt.Errorf("window state of subtask %d: %w", o.Subtask, err)
+		}
+		last = max(last, st.LastFired)
+	}
+	if last > 0 {
+		w.lastFired = last
+	}
+	return nil
+}
 
 func (w *window) Process(input int, recs []Record, out *Output) error {
 	start := time.Now().UnixMilli() / w.slide * w.slide

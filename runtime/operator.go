@@ -64,9 +64,12 @@ type OpContext struct {
 	Inputs []jobgraph.Edge
 	// KeyGroups is the range of key groups this subtask owns.
 	KeyGroups jobgraph.KeyGroupRange
-	InputDir  string
-	OutputDir string
-	Logger    *slog.Logger
+	// Checkpointing is set when the job has checkpointing configured (the
+	// file sink then commits in two phases).
+	Checkpointing bool
+	InputDir      string
+	OutputDir     string
+	Logger        *slog.Logger
 
 	accMu sync.Mutex
 	acc   map[string]*atomic.Int64

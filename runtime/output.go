@@ -3,7 +3,7 @@ package runtime
 import (
 	"context"
 	"encoding/binary"
-	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/dispatcher-dev/dispatcher/jobgraph"
@@ -24,14 +24,17 @@ type Output struct {
 	pendingSince int64 // nanotime of the first unflushed record, 0 if none
 	emitted      int64
 	countdown    int
+	// trigger is set for source subtasks: a checkpoint is waiting to be
+	// taken between two records.
+	trigger *atomic.Bool
 }
 
 type outEdge struct {
-	ship        jobgraph.Ship
-	key         *keyFunc
-	maxP, p     int
-	chans       []*outChannel // by target subtask; forward: the one target
-	rr          int
+	ship    jobgraph.Ship
+	key     *keyFunc
+	maxP, p int
+	chans   []*outChannel // by target subtask; forward: the one target
+	rr      int
 }
 
 const checkEvery = 256 // emits between cancellation / flush-timeout checks
@@ -66,6 +69,11 @@ func (o *Output) Emit(r Record) error {
 			}
 		}
 		if err != nil {
+			return err
+		}
+	}
+	if o.trigger != nil && o.trigger.Load() {
+		if err := o.s.sourceCheckpoint(); err != nil {
 			return err
 		}
 	}
@@ -119,7 +127,7 @@ func (o *Output) send(c *outChannel) error {
 }
 
 // sendEvent sends an in-band event on a channel (flushing its data first).
-func (o *Output) sendEvent(c *outChannel, kind byte, id int64) error {
+func (o *Output) sendEvent(c *outChannel, kind byte, cp *Checkpoint) error {
 	if c.pending != nil {
 		if err := o.send(c); err != nil {
 			return err
@@ -128,23 +136,45 @@ func (o *Output) sendEvent(c *outChannel, kind byte, id int64) error {
 	if err := c.acquire(o.s.ctx, &o.s.act); err != nil {
 		return err
 	}
-	if kind == eventEndOfPartition {
+	if isEndOfPartition(kind) {
 		c.mu.Lock()
 		c.ended = true
 		c.mu.Unlock()
 	}
 	if c.local != nil {
 		b := o.s.e.buffers.get()
-		b.event, b.id, b.ch = kind, id, c.local
+		b.event, b.cp, b.ch = kind, cp, c.local
 		c.local.gate.q <- b
 		return nil
 	}
 	f := getFrame(frameEvent)
 	*f = appendKey(*f, c.key)
 	*f = append(*f, kind)
+	var id int64
+	if cp != nil {
+		id = cp.ID
+	}
 	*f = binary.AppendVarint(*f, id)
+	if kind == eventBarrier {
+		*f = appendBarrier(*f, cp)
+	}
 	sealFrame(*f)
 	return o.s.e.sendFrame(o.s.ctx, c.peer, f)
+}
+
+// broadcastBarrier sends the checkpoint barrier on every output channel,
+// after the data emitted before it.
+func (o *Output) broadcastBarrier(cp *Checkpoint) error {
+	for _, e := range o.edges {
+		for _, c := range e.chans {
+			if err := o.sendEvent(c, eventBarrier, cp); err != nil {
+				return err
+			}
+		}
+	}
+	o.pendingSince = 0
+	o.s.io.recordsOut.Store(o.emitted)
+	return nil
 }
 
 // Flush sends every partly filled buffer.
@@ -178,11 +208,11 @@ func (o *Output) flushDeadline() int64 {
 	return o.pendingSince + int64(FlushTimeout)
 }
 
-// finish flushes and sends end-of-partition on every channel.
-func (o *Output) finish() error {
+// finish flushes and sends end-of-partition (kind) on every channel.
+func (o *Output) finish(kind byte) error {
 	for _, e := range o.edges {
 		for _, c := range e.chans {
-			if err := o.sendEvent(c, eventEndOfPartition, 0); err != nil {
+			if err := o.sendEvent(c, kind, nil); err != nil {
 				return err
 			}
 		}
@@ -219,6 +249,15 @@ func (o *Output) sleepUntil(t time.Time) error {
 		o.s.timer.Reset(d)
 		select {
 		case <-o.s.timer.C:
+		case <-o.s.cp.trigWake:
+			o.s.timer.Stop()
+			if o.trigger != nil && o.trigger.Load() {
+				o.s.act.set(stateBusy)
+				if err := o.s.sourceCheckpoint(); err != nil {
+					return err
+				}
+				o.s.act.set(stateIdle)
+			}
 		case <-ctx.Done():
 			return context.Cause(ctx)
 		}
@@ -236,5 +275,3 @@ func (o *Output) usage() (used, window int) {
 	}
 	return used, window
 }
-
-func (o *Output) String() string { return fmt.Sprintf("output of %s", o.s) }

@@ -18,7 +18,7 @@ import (
 const (
 	frameHello  byte = 1 // magic "DSPX", uvarint version, string nodeID
 	frameData   byte = 2 // key, uvarint backlog, encoded batch
-	frameEvent  byte = 3 // key, event kind byte, varint id
+	frameEvent  byte = 3 // key, event kind byte, varint id; barrier: flags byte, uvarint len + dir
 	frameCredit byte = 4 // key, uvarint credits added, uvarint window
 
 	protocolVersion = 1
@@ -27,12 +27,63 @@ const (
 	frameHeaderSize = 5
 )
 
-// In-band channel events. A barrier carries a checkpoint id; it is reserved
-// for aligned checkpoints and forwarded as is today.
+// In-band channel events. A barrier carries the checkpoint (id, flags,
+// directory). End-of-partition-stop ends a channel after a
+// stop-with-savepoint barrier without ending the input (no Finish: windows
+// do not flush).
 const (
-	eventEndOfPartition byte = 1
-	eventBarrier        byte = 2
+	eventEndOfPartition     byte = 1
+	eventBarrier            byte = 2
+	eventEndOfPartitionStop byte = 3
 )
+
+func isEndOfPartition(kind byte) bool {
+	return kind == eventEndOfPartition || kind == eventEndOfPartitionStop
+}
+
+// Barrier flags.
+const (
+	barrierSavepoint   = 1
+	barrierAtLeastOnce = 2
+	barrierStop        = 4
+	barrierDrain       = 8
+)
+
+func appendBarrier(b []byte, cp *Checkpoint) []byte {
+	var flags byte
+	if cp.Savepoint {
+		flags |= barrierSavepoint
+	}
+	if !cp.aligned() {
+		flags |= barrierAtLeastOnce
+	}
+	if cp.Stop {
+		flags |= barrierStop
+	}
+	if cp.Drain {
+		flags |= barrierDrain
+	}
+	b = append(b, flags)
+	b = binary.AppendUvarint(b, uint64(len(cp.Dir)))
+	return append(b, cp.Dir...)
+}
+
+func parseBarrier(id int64, b []byte) (*Checkpoint, error) {
+	if len(b) < 2 {
+		return nil, errBadFrame
+	}
+	flags := b[0]
+	n, m := binary.Uvarint(b[1:])
+	if m <= 0 || uint64(len(b)-1-m) != n {
+		return nil, errBadFrame
+	}
+	cp := &Checkpoint{ID: id, Dir: string(b[1+m:]), Mode: "EXACTLY_ONCE",
+		Savepoint: flags&barrierSavepoint != 0, Stop: flags&barrierStop != 0, Drain: flags&barrierDrain != 0}
+	if flags&barrierAtLeastOnce != 0 {
+		cp.Mode = "AT_LEAST_ONCE"
+	}
+	return cp, nil
+}
 
 type chanKey struct {
 	job     string

@@ -48,6 +48,7 @@ type subtask struct {
 	act     activity
 	io      counters
 	samples sampler
+	cp      checkpointState
 
 	mu         sync.Mutex
 	state      string
@@ -97,11 +98,16 @@ func (s *subtask) run() {
 	s.timer = time.NewTimer(time.Hour)
 	s.timer.Stop()
 	err := s.execute()
+	if s.src != nil {
+		s.sourceDone()
+	}
 	if s.op != nil {
 		err = errors.Join(err, s.op.Close())
 	} else if s.src != nil {
 		err = errors.Join(err, s.src.Close())
 	}
+	// Acknowledge snapshots still being written before the final state.
+	s.cp.writes.Wait()
 	switch {
 	case err == nil:
 		s.setState(StateFinished, "")
@@ -143,17 +149,29 @@ func (s *subtask) execute() (err error) {
 	if err != nil {
 		return fmt.Errorf("open %s: %w", s.vertex.Operator, err)
 	}
+	if r := s.job.restore; r != nil {
+		if err := s.restore(r); err != nil {
+			return err
+		}
+	}
 	if !s.setState(StateRunning, "") {
 		return context.Canceled
 	}
 	s.samples.add(s.sample(nanotime()))
 	if s.src != nil {
 		err = s.src.Run(s.out)
+		if errors.Is(err, errStopSource) {
+			err = nil
+		}
 	} else {
 		err = s.loop()
 	}
 	if err == nil {
-		err = s.out.finish()
+		end := eventEndOfPartition
+		if s.cp.stopped {
+			end = eventEndOfPartitionStop
+		}
+		err = s.out.finish(end)
 	}
 	if err != nil {
 		if cause := context.Cause(s.ctx); cause != nil {
@@ -175,14 +193,29 @@ func (s *subtask) loop() error {
 	}
 	handle := func(b *buffer) error {
 		ic := b.ch
+		if ic.blocked {
+			// Aligning a checkpoint: this channel delivered its barrier;
+			// keep its buffers (and credits) until the others did.
+			s.cp.stash = append(s.cp.stash, b)
+			return nil
+		}
 		switch {
-		case b.event == eventEndOfPartition:
+		case isEndOfPartition(b.event):
 			ic.ended = true
 			s.gate.open--
+			if b.event == eventEndOfPartitionStop {
+				s.cp.stopped = true
+			}
 			s.e.buffers.put(b)
-			return nil
+			return s.checkAligned()
+		case b.event == eventBarrier:
+			cp := b.cp
+			s.e.buffers.put(b)
+			if err := s.returnCredit(ic); err != nil {
+				return err
+			}
+			return s.onBarrier(ic, cp)
 		case b.event != 0:
-			// Barriers are reserved for aligned checkpoints; return the credit.
 			s.e.buffers.put(b)
 			return s.returnCredit(ic)
 		}
@@ -209,9 +242,8 @@ func (s *subtask) loop() error {
 	}
 	inputDone := false
 	for s.gate.open > 0 || asyncC != nil {
-		now := time.Now()
 		if timerOp != nil {
-			if t := timerOp.NextTimer(); !t.IsZero() && !now.Before(t) {
+			if t, now := timerOp.NextTimer(), time.Now(); !t.IsZero() && !now.Before(t) {
 				if err := timerOp.OnTimer(now, s.out); err != nil {
 					return err
 				}
@@ -219,6 +251,16 @@ func (s *subtask) loop() error {
 		}
 		if err := s.out.flushIfDue(nanotime()); err != nil {
 			return err
+		}
+		if len(s.cp.ready) > 0 {
+			// Buffers held back during an alignment go first.
+			b := s.cp.ready[0]
+			s.cp.ready[0] = nil
+			s.cp.ready = s.cp.ready[1:]
+			if err := handle(b); err != nil {
+				return err
+			}
+			continue
 		}
 		if s.gate.open > 0 {
 			select {
@@ -289,7 +331,9 @@ func (s *subtask) loop() error {
 			s.timer.Stop()
 		}
 	}
-	if inputDone {
+	if inputDone || s.cp.stopped {
+		// Stopped with a savepoint (without drain): the input did not end,
+		// so nothing flushes; output after the barrier is dropped.
 		return nil
 	}
 	return s.op.Finish(s.out)
