@@ -32,6 +32,21 @@ const (
 	CommandBundleAdd CommandType = 7
 	// CommandBundleDelete forgets a job bundle.
 	CommandBundleDelete CommandType = 8
+	// CommandCheckpointStarted reserves a checkpoint id for an attempt.
+	CommandCheckpointStarted CommandType = 9
+	// CommandCheckpointCompleted records a checkpoint every subtask acked.
+	CommandCheckpointCompleted CommandType = 10
+	// CommandCheckpointFailed records a checkpoint that was declined or
+	// timed out.
+	CommandCheckpointFailed CommandType = 11
+	// CommandTriggerCreated records a savepoint (or checkpoint, stop,
+	// rescale) request under its trigger id.
+	CommandTriggerCreated CommandType = 12
+	// CommandTriggerDone records a trigger's outcome.
+	CommandTriggerDone CommandType = 13
+	// CommandJobRescale redeploys a job with new parallelism from a
+	// checkpoint taken for it.
+	CommandJobRescale CommandType = 14
 )
 
 // formatVersion is the encoding of a command body. Bump it when a body
@@ -84,6 +99,18 @@ func Decode(data []byte) (Command, error) {
 		c = &BundleAdd{}
 	case CommandBundleDelete:
 		c = &BundleDelete{}
+	case CommandCheckpointStarted:
+		c = &CheckpointStarted{}
+	case CommandCheckpointCompleted:
+		c = &CheckpointCompleted{}
+	case CommandCheckpointFailed:
+		c = &CheckpointFailed{}
+	case CommandTriggerCreated:
+		c = &TriggerCreated{}
+	case CommandTriggerDone:
+		c = &TriggerDone{}
+	case CommandJobRescale:
+		c = &JobRescale{}
 	default:
 		return nil, fmt.Errorf("%w %d", ErrUnknownCommand, t)
 	}
@@ -107,6 +134,8 @@ type JobSubmit struct {
 	Name  string          `json:"name"`
 	Spec  json.RawMessage `json:"spec"`
 	At    int64           `json:"at"`
+	// Restore starts the job from a savepoint.
+	Restore *RestoreRef `json:"restore,omitempty"`
 }
 
 func (*JobSubmit) Type() CommandType { return CommandJobSubmit }
@@ -126,6 +155,8 @@ type JobSchedule struct {
 	Attempt   int                 `json:"attempt"`
 	Placement map[string][]string `json:"placement"`
 	At        int64               `json:"at"`
+	// Restore is the checkpoint or savepoint the attempt starts from.
+	Restore *RestoreRef `json:"restore,omitempty"`
 }
 
 func (*JobSchedule) Type() CommandType { return CommandJobSchedule }
@@ -181,3 +212,69 @@ type BundleDelete struct {
 }
 
 func (*BundleDelete) Type() CommandType { return CommandBundleDelete }
+
+// CheckpointStarted reserves checkpoint id ID for an attempt before its
+// barriers go out, so a new leader never reuses an id in flight.
+type CheckpointStarted struct {
+	JobID     string `json:"job_id"`
+	Attempt   int    `json:"attempt"`
+	ID        int64  `json:"id"`
+	Savepoint bool   `json:"savepoint"`
+	TriggerID string `json:"trigger_id,omitempty"`
+	At        int64  `json:"at"`
+}
+
+func (*CheckpointStarted) Type() CommandType { return CommandCheckpointStarted }
+
+// CheckpointCompleted records a checkpoint that every subtask acknowledged.
+type CheckpointCompleted struct {
+	JobID      string     `json:"job_id"`
+	Checkpoint Checkpoint `json:"checkpoint"`
+	// Prune lists older checkpoint ids the coordinator deleted from storage.
+	Prune []int64 `json:"prune,omitempty"`
+}
+
+func (*CheckpointCompleted) Type() CommandType { return CommandCheckpointCompleted }
+
+// CheckpointFailed records a checkpoint that did not complete.
+type CheckpointFailed struct {
+	JobID     string `json:"job_id"`
+	Attempt   int    `json:"attempt"`
+	ID        int64  `json:"id"`
+	Savepoint bool   `json:"savepoint"`
+	Reason    string `json:"reason"`
+	At        int64  `json:"at"`
+}
+
+func (*CheckpointFailed) Type() CommandType { return CommandCheckpointFailed }
+
+// TriggerCreated records an asynchronous operation under its trigger id.
+// A client-chosen id makes a retried request idempotent.
+type TriggerCreated struct {
+	Trigger Trigger `json:"trigger"`
+}
+
+func (*TriggerCreated) Type() CommandType { return CommandTriggerCreated }
+
+// TriggerDone records the outcome of an asynchronous operation.
+type TriggerDone struct {
+	TriggerID    string `json:"trigger_id"`
+	Status       string `json:"status"`
+	Location     string `json:"location,omitempty"`
+	FailureCause string `json:"failure_cause,omitempty"`
+	At           int64  `json:"at"`
+}
+
+func (*TriggerDone) Type() CommandType { return CommandTriggerDone }
+
+// JobRescale replaces a running job's spec (new parallelism) and restarts
+// it from the checkpoint just taken for the rescale.
+type JobRescale struct {
+	JobID     string          `json:"job_id"`
+	Attempt   int             `json:"attempt"`
+	Spec      json.RawMessage `json:"spec"`
+	TriggerID string          `json:"trigger_id"`
+	At        int64           `json:"at"`
+}
+
+func (*JobRescale) Type() CommandType { return CommandJobRescale }

@@ -19,6 +19,11 @@ func (f *FSM) applyJobSchedule(index uint64, c *JobSchedule) Result {
 	}
 	j.Attempt = c.Attempt
 	j.Placement = c.Placement
+	j.Restore = c.Restore
+	if c.Restore != nil {
+		j.Checkpoints.Restored++
+		j.Restore.RestoredAt = c.At
+	}
 	j.Subtasks = map[string]*Subtask{}
 	j.Reason = ""
 	j.RestartAt = 0
@@ -120,5 +125,21 @@ func (f *FSM) applyJobTransition(index uint64, c *JobTransition) Result {
 	default:
 		return Result{Err: &Conflict{Msg: fmt.Sprintf("Job %s: %s is not a scheduler decision", c.JobID, c.State)}}
 	}
+	return Result{Value: j.clone()}
+}
+
+func (f *FSM) applyJobRescale(index uint64, c *JobRescale) Result {
+	j, ok := f.st.Jobs[c.JobID]
+	if !ok {
+		return Result{Err: &NotFound{Msg: fmt.Sprintf("Job %s not found", c.JobID)}}
+	}
+	if c.Attempt != j.Attempt || j.State != JobRunning {
+		return Result{Err: &Conflict{Msg: fmt.Sprintf("Job %s: rescale of attempt %d is stale (now attempt %d, %s)", c.JobID, c.Attempt, j.Attempt, j.State)}}
+	}
+	j.Spec = c.Spec
+	// A rescale is a planned restart, not a failure: it does not count
+	// against the restart strategy.
+	j.RestartAt = c.At
+	j.setState(JobRestarting, c.At, index)
 	return Result{Value: j.clone()}
 }

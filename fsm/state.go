@@ -55,7 +55,102 @@ type Job struct {
 	RestartAt int64 `json:"restart_at,omitempty"`
 	// Reason says why a CREATED job waits, or why a job failed.
 	Reason string `json:"reason,omitempty"`
+
+	// Restore is what the current attempt was started from.
+	Restore *RestoreRef `json:"restore,omitempty"`
+	// InitialRestore is the savepoint a new job was submitted to start from.
+	InitialRestore *RestoreRef `json:"initial_restore,omitempty"`
+	// Checkpoints is the job's checkpoint bookkeeping.
+	Checkpoints CheckpointStats `json:"checkpoints"`
 }
+
+// RestoreRef names a completed checkpoint or savepoint to start from.
+type RestoreRef struct {
+	CheckpointID int64 `json:"checkpoint_id"`
+	// Dir is relative to the checkpoint storage root for checkpoints, or
+	// an absolute savepoint directory.
+	Dir                   string `json:"dir"`
+	Attempt               int    `json:"attempt"`
+	Savepoint             bool   `json:"savepoint"`
+	AllowNonRestoredState bool   `json:"allow_non_restored_state,omitempty"`
+	RestoredAt            int64  `json:"restored_at,omitempty"`
+}
+
+// CheckpointStats counts and keeps recent checkpoints, in Flink's terms.
+type CheckpointStats struct {
+	// LastID is the highest id ever reserved for this job.
+	LastID     int64 `json:"last_id"`
+	InProgress int   `json:"in_progress"`
+	Completed  int   `json:"completed"`
+	Failed     int   `json:"failed"`
+	Restored   int   `json:"restored"`
+	// History holds the most recent checkpoints, newest last.
+	History []Checkpoint `json:"history,omitempty"`
+	// Retained are the completed checkpoints still in storage, newest last.
+	Retained []Checkpoint `json:"retained,omitempty"`
+	// LatestSavepoint is the newest completed savepoint.
+	LatestSavepoint *Checkpoint `json:"latest_savepoint,omitempty"`
+	// LatestFailed is the newest failed checkpoint.
+	LatestFailed *Checkpoint `json:"latest_failed,omitempty"`
+}
+
+// Checkpoint is one checkpoint or savepoint.
+type Checkpoint struct {
+	ID          int64  `json:"id"`
+	Attempt     int    `json:"attempt"`
+	Status      string `json:"status"` // IN_PROGRESS, COMPLETED, FAILED
+	Savepoint   bool   `json:"savepoint"`
+	TriggeredAt int64  `json:"triggered_at"`
+	CompletedAt int64  `json:"completed_at,omitempty"`
+	// Dir holds the subtask snapshots: relative to the checkpoint root, or
+	// absolute for a savepoint.
+	Dir          string `json:"dir,omitempty"`
+	StateSize    int64  `json:"state_size"`
+	Acknowledged int    `json:"acknowledged"`
+	Total        int    `json:"total"`
+	Failure      string `json:"failure,omitempty"`
+	// Subtasks are per-subtask statistics keyed by SubtaskKey.
+	Subtasks map[string]SubtaskCheckpoint `json:"subtasks,omitempty"`
+}
+
+// SubtaskCheckpoint is one subtask's part of a checkpoint.
+type SubtaskCheckpoint struct {
+	AckAt       int64  `json:"ack_at"`
+	StateFile   string `json:"state_file"`
+	StateSize   int64  `json:"state_size"`
+	AlignmentMs int64  `json:"alignment_ms"`
+	SyncMs      int64  `json:"sync_ms"`
+	AsyncMs     int64  `json:"async_ms"`
+}
+
+// Trigger is an asynchronous operation (savepoint, stop, checkpoint,
+// rescale) addressed by its trigger id.
+type Trigger struct {
+	ID    string `json:"id"`
+	JobID string `json:"job_id"`
+	// Kind is savepoint, stop, checkpoint or rescale.
+	Kind       string `json:"kind"`
+	TargetDir  string `json:"target_dir,omitempty"`
+	CancelJob  bool   `json:"cancel_job,omitempty"`
+	Drain      bool   `json:"drain,omitempty"`
+	FormatType string `json:"format_type,omitempty"`
+	// Rescale carries the new parallelism per vertex.
+	Rescale      map[string]int `json:"rescale,omitempty"`
+	Status       string         `json:"status"` // IN_PROGRESS, COMPLETED, FAILED
+	Location     string         `json:"location,omitempty"`
+	FailureCause string         `json:"failure_cause,omitempty"`
+	CreatedAt    int64          `json:"created_at"`
+	DoneAt       int64          `json:"done_at,omitempty"`
+	// CheckpointID is the checkpoint taken for it, once started.
+	CheckpointID int64 `json:"checkpoint_id,omitempty"`
+}
+
+// Trigger statuses, Flink's QueueStatus plus the outcome.
+const (
+	TriggerInProgress = "IN_PROGRESS"
+	TriggerCompleted  = "COMPLETED"
+	TriggerFailed     = "FAILED"
+)
 
 // Subtask is the replicated view of one subtask of the current attempt.
 type Subtask struct {
@@ -140,6 +235,8 @@ func (j *Job) clone() *Job {
 		}
 	}
 	c.Failures = append([]Failure(nil), j.Failures...)
+	c.Checkpoints.History = append([]Checkpoint(nil), j.Checkpoints.History...)
+	c.Checkpoints.Retained = append([]Checkpoint(nil), j.Checkpoints.Retained...)
 	return &c
 }
 
@@ -163,12 +260,13 @@ func (j *Job) setState(state string, at int64, index uint64) {
 // state is everything the FSM replicates. It is serialised whole for
 // snapshots, so every field must be exported to JSON.
 type state struct {
-	Jobs    map[string]*Job    `json:"jobs"`
-	Bundles map[string]*Bundle `json:"bundles"`
+	Jobs     map[string]*Job     `json:"jobs"`
+	Bundles  map[string]*Bundle  `json:"bundles"`
+	Triggers map[string]*Trigger `json:"triggers"`
 }
 
 func newState() *state {
-	return &state{Jobs: map[string]*Job{}, Bundles: map[string]*Bundle{}}
+	return &state{Jobs: map[string]*Job{}, Bundles: map[string]*Bundle{}, Triggers: map[string]*Trigger{}}
 }
 
 // Bundle is an uploaded job bundle (Flink's jar).
