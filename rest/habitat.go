@@ -2,18 +2,21 @@ package rest
 
 import (
 	"net/http"
+	"sort"
 	"strconv"
 	"strings"
 
 	"github.com/gin-gonic/gin"
 
 	"github.com/dispatcher-dev/dispatcher/cluster"
+	"github.com/dispatcher-dev/dispatcher/fsm"
 	"github.com/dispatcher-dev/dispatcher/gossip"
 )
 
 // The Habitat Supervisor gateway's views of the ring. Every node is a
 // member of the "dispatcher.default" service group, whose leader is the
-// Raft leader.
+// Raft leader. Every loaded job adds its own service group (see
+// supervisor_model.go), whose members are the nodes running its subtasks.
 
 const dispatcherGroup = "dispatcher.default"
 
@@ -151,13 +154,115 @@ func (s *Server) dispatcherCensusGroup(members []cluster.MemberInfo) censusGroup
 	return g
 }
 
+// jobCensusGroup is the census group of a job's service group: its
+// population is the nodes of the job's current placement, with their gossip
+// health (a node gossip no longer knows is departed); its leader is the node
+// hosting subtask 0 of the first vertex in topological order.
+func (s *Server) jobCensusGroup(js *jobService, byID map[string]cluster.MemberInfo) censusGroup {
+	g := censusGroup{
+		ServiceGroup:         js.sg.String(),
+		ElectionStatus:       "None",
+		UpdateElectionStatus: "None",
+		PkgIncarnation:       uint64(js.job.Attempt),
+		LocalMemberID:        s.node.ID(),
+		Population:           map[string]censusMember{},
+		ChangedServiceFiles:  []string{},
+		ServiceFiles:         map[string]any{},
+	}
+	leader := js.leaderNode()
+	if leader != "" {
+		g.ElectionStatus = "ElectionFinished"
+		g.LeaderID = &leader
+	}
+	for _, node := range js.nodes() {
+		m, known := byID[node]
+		health := "Departed"
+		sys := habitatSys{Hostname: node}
+		version := ""
+		if known {
+			health = habitatHealth(m.Status)
+			sys = s.sysOf(m)
+			version = m.Version
+		}
+		subtasks := []string{}
+		for _, st := range js.subtasksOn(node) {
+			subtasks = append(subtasks, fsm.SubtaskKey(st.VertexID, st.Index))
+		}
+		g.Population[node] = censusMember{
+			MemberID:           node,
+			Pkg:                habitatPkg{Origin: "dispatcher", Name: js.job.Name, Version: version, Release: js.job.ID},
+			PkgIncarnation:     uint64(js.job.Attempt),
+			Package:            "dispatcher/" + js.job.Name + "/" + version + "/" + js.job.ID,
+			Service:            js.sg.Service,
+			Group:              js.sg.Group,
+			Org:                js.sg.orgPtr(),
+			Persistent:         true,
+			Leader:             node == leader,
+			Follower:           leader != "" && node != leader,
+			ElectionIsFinished: leader != "",
+			Sys:                sys,
+			Alive:              health == "Alive",
+			Suspect:            health == "Suspect",
+			Confirmed:          health == "Confirmed",
+			Departed:           health == "Departed",
+			Cfg:                map[string]any{"job_id": js.job.ID, "job_state": js.job.State, "attempt": js.job.Attempt, "subtasks": subtasks},
+		}
+	}
+	return g
+}
+
 func (s *Server) getCensus(c *gin.Context) {
+	if !s.gatewayReady(c) {
+		return
+	}
 	members := s.node.Members()
+	groups := map[string]censusGroup{dispatcherGroup: s.dispatcherCensusGroup(members)}
+	byID := membersByID(members)
+	for _, js := range s.jobServices() {
+		groups[js.sg.String()] = s.jobCensusGroup(js, byID)
+	}
 	c.JSON(http.StatusOK, census{
 		Changed:       false,
-		CensusGroups:  map[string]censusGroup{dispatcherGroup: s.dispatcherCensusGroup(members)},
+		CensusGroups:  groups,
 		LocalMemberID: s.node.ID(),
 	})
+}
+
+// butterflyService is a service rumor: one member of a service group.
+type butterflyService struct {
+	MemberID           string         `json:"member_id"`
+	ServiceGroup       string         `json:"service_group"`
+	Package            string         `json:"package"`
+	PackageIncarnation uint64         `json:"package_incarnation"`
+	Incarnation        uint64         `json:"incarnation"`
+	Cfg                map[string]any `json:"cfg"`
+	Sys                habitatSys     `json:"sys"`
+	Initialized        bool           `json:"initialized"`
+}
+
+// jobRumors are the job service groups as Butterfly would carry them: a
+// service rumor per member and the group's election.
+func (s *Server) jobRumors(members []cluster.MemberInfo) (map[string]map[string]butterflyService, map[string]butterflyElection) {
+	services := map[string]map[string]butterflyService{}
+	elections := map[string]butterflyElection{}
+	byID := membersByID(members)
+	for _, js := range s.jobServices() {
+		g := s.jobCensusGroup(js, byID)
+		list := map[string]butterflyService{}
+		votes := []string{}
+		for id, m := range g.Population {
+			_, initialized := processOf(js, id)
+			list[id] = butterflyService{MemberID: id, ServiceGroup: g.ServiceGroup, Package: m.Package, PackageIncarnation: m.PkgIncarnation,
+				Incarnation: uint64(js.job.Attempt), Cfg: m.Cfg, Sys: m.Sys, Initialized: initialized}
+			votes = append(votes, id)
+		}
+		sort.Strings(votes)
+		services[g.ServiceGroup] = list
+		if g.LeaderID != nil {
+			elections[g.ServiceGroup] = butterflyElection{MemberID: *g.LeaderID, ServiceGroup: g.ServiceGroup, Term: uint64(js.job.Attempt), Status: "Finished", Votes: votes}
+		}
+	}
+	return services, elections
 }
 
 type butterflyMember struct {
@@ -188,6 +293,9 @@ type butterflyRumor struct {
 }
 
 func (s *Server) getButterfly(c *gin.Context) {
+	if !s.gatewayReady(c) {
+		return
+	}
 	members := s.node.Members()
 	membership := map[string]butterflyMember{}
 	health := map[string]string{}
@@ -207,7 +315,7 @@ func (s *Server) getButterfly(c *gin.Context) {
 			voters = append(voters, m.ID)
 		}
 	}
-	elections := map[string]butterflyElection{}
+	services, elections := s.jobRumors(members)
 	if leader, ok := s.node.Leader(); ok {
 		elections[dispatcherGroup] = butterflyElection{MemberID: leader.ID, ServiceGroup: dispatcherGroup, Term: leader.Term, Status: "Finished", Votes: voters}
 	}
@@ -224,8 +332,8 @@ func (s *Server) getButterfly(c *gin.Context) {
 	c.JSON(http.StatusOK, gin.H{
 		"member":                 gin.H{"members": oldMembers, "health": health, "update_counter": len(rumors)},
 		"membership":             membership,
-		"service":                gin.H{"list": gin.H{}, "update_counter": 0},
-		"services":               gin.H{},
+		"service":                gin.H{"list": services, "update_counter": len(services)},
+		"services":               services,
 		"service_config":         gin.H{"list": gin.H{}, "update_counter": 0},
 		"latest_service_config":  gin.H{},
 		"service_file":           gin.H{"list": gin.H{}, "update_counter": 0},

@@ -103,6 +103,9 @@ func (s *Server) submitGraph(ctx context.Context, graph *jobgraph.JobGraph) (str
 	if graph.JobID == "" {
 		graph.JobID = newJobID()
 	}
+	if msg, taken := s.serviceGroupTaken(graph); taken {
+		return "", &fsm.Conflict{Msg: msg}
+	}
 	spec, err := json.Marshal(graph)
 	if err != nil {
 		return "", err
@@ -137,14 +140,12 @@ type vertexSummary struct {
 
 func summarize(j *fsm.Job) jobSummary {
 	out := jobSummary{ID: j.ID, Status: j.State, Name: j.Name, InRunningMode: j.State == fsm.JobRunning, Vertices: []vertexSummary{}}
-	var g jobgraph.JobGraph
-	if err := json.Unmarshal(j.Spec, &g); err == nil {
-		for _, v := range g.Vertices {
-			out.Vertices = append(out.Vertices, vertexSummary{
-				ID: v.ID, Name: v.Name, Parallelism: v.Parallelism, CurrentParallelism: v.Parallelism,
-				MaxParallelism: g.MaxParallelism, Status: vertexState(j, v.ID, v.Parallelism),
-			})
-		}
+	g, _ := graphOf(j)
+	for _, v := range g.Vertices {
+		out.Vertices = append(out.Vertices, vertexSummary{
+			ID: v.ID, Name: v.Name, Parallelism: v.Parallelism, CurrentParallelism: v.Parallelism,
+			MaxParallelism: g.MaxParallelism, Status: vertexState(j, v.ID, v.Parallelism),
+		})
 	}
 	return out
 }
@@ -152,28 +153,11 @@ func summarize(j *fsm.Job) jobSummary {
 // vertexState aggregates its subtasks' states the way Flink's
 // ExecutionJobVertex does: failures and activity win over completion.
 func vertexState(j *fsm.Job, vertexID string, parallelism int) string {
-	counts := map[string]int{}
-	for i := 0; i < parallelism; i++ {
-		st, ok := j.Subtasks[fsm.SubtaskKey(vertexID, i)]
-		if !ok {
-			counts[fsm.TaskCreated]++
-			continue
-		}
-		counts[st.State]++
+	states := make([]string, parallelism)
+	for i := range states {
+		states[i] = replicatedState(j, vertexID, i)
 	}
-	for _, s := range []string{fsm.TaskFailed, fsm.TaskCanceling, fsm.TaskRunning, fsm.TaskInitializing, fsm.TaskDeploying, fsm.TaskScheduled} {
-		if counts[s] > 0 {
-			return s
-		}
-	}
-	switch {
-	case counts[fsm.TaskCanceled] > 0:
-		return fsm.TaskCanceled
-	case counts[fsm.TaskFinished] == parallelism:
-		return fsm.TaskFinished
-	default:
-		return fsm.TaskCreated
-	}
+	return aggregateState(states)
 }
 
 func (s *Server) getJobs(c *gin.Context) {
@@ -183,53 +167,6 @@ func (s *Server) getJobs(c *gin.Context) {
 		out = append(out, summarize(j))
 	}
 	c.JSON(http.StatusOK, gin.H{"jobs": out})
-}
-
-func (s *Server) getJob(c *gin.Context) {
-	id, ok := jobIDParam(c)
-	if !ok {
-		return
-	}
-	j, found := s.node.FSM.Job(id)
-	if !found {
-		fail(c, http.StatusNotFound, "Job "+id+" not found")
-		return
-	}
-	sum := summarize(j)
-	live := s.subtasks.get(c.Request.Context(), j)
-	vertices := make([]gin.H, 0, len(sum.Vertices))
-	for _, v := range sum.Vertices {
-		var in, out, bytesIn, bytesOut int64
-		subtasks := []gin.H{}
-		for i := 0; i < v.Parallelism; i++ {
-			key := fsm.SubtaskKey(v.ID, i)
-			st := j.Subtasks[key]
-			m := live[key].Metrics
-			in, out, bytesIn, bytesOut = in+m.NumRecordsIn, out+m.NumRecordsOut, bytesIn+m.NumBytesIn, bytesOut+m.NumBytesOut
-			entry := gin.H{"subtask": i, "metrics": m}
-			if st != nil {
-				entry["status"], entry["attempt"], entry["taskmanager-id"] = st.State, st.Attempt, st.Node
-			}
-			subtasks = append(subtasks, entry)
-		}
-		vertices = append(vertices, gin.H{
-			"id": v.ID, "name": v.Name, "parallelism": v.Parallelism, "maxParallelism": v.MaxParallelism, "status": v.Status,
-			"metrics":  gin.H{"read-records": in, "write-records": out, "read-bytes": bytesIn, "write-bytes": bytesOut},
-			"subtasks": subtasks,
-		})
-	}
-	c.JSON(http.StatusOK, gin.H{
-		"jid": j.ID, "name": j.Name, "isStoppable": false, "state": j.State, "attempt": j.Attempt, "restarts": j.Restarts,
-		"start-time": j.StartTime, "end-time": j.EndTime, "duration": duration(j), "now": time.Now().UnixMilli(),
-		"timestamps": j.Timestamps, "vertices": vertices, "reason": j.Reason, "failures": j.Failures,
-	})
-}
-
-func duration(j *fsm.Job) int64 {
-	if j.EndTime > 0 {
-		return j.EndTime - j.StartTime
-	}
-	return time.Now().UnixMilli() - j.StartTime
 }
 
 // patchJob is Flink's PATCH /jobs/:jobid?mode=cancel.
