@@ -50,6 +50,8 @@ func newRoot() *cobra.Command {
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newAgentCommand(), newVersionCommand(), newHealthCommand())
+	addClientFlags(root)
+	root.AddCommand(newJobsCommand(), newJarsCommand(), newClusterCommand(), newCompletionCommand())
 	for _, c := range root.Commands() {
 		c.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	}
