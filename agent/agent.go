@@ -12,8 +12,10 @@ import (
 	"os"
 	"time"
 
+	"github.com/dispatcher-dev/dispatcher/checkpoint"
 	"github.com/dispatcher-dev/dispatcher/cluster"
 	"github.com/dispatcher-dev/dispatcher/config"
+	"github.com/dispatcher-dev/dispatcher/coordinator"
 	"github.com/dispatcher-dev/dispatcher/gossip"
 	"github.com/dispatcher-dev/dispatcher/rest"
 	"github.com/dispatcher-dev/dispatcher/runtime"
@@ -69,7 +71,12 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 	node.SetHTTPAddress(ln.Addr().String())
 	a := &Agent{cfg: cfg, log: log, Node: node, listener: ln, served: make(chan error, 1)}
 	a.ctx, a.stop = context.WithCancel(context.Background())
-	a.tasks = taskmanager.New(taskmanager.Config{NodeID: cfg.NodeID, State: node.FSM, APIURL: a.URL(), Token: cfg.AuthToken, Logger: log.With("component", "taskmanager")})
+	a.tasks = taskmanager.New(taskmanager.Config{NodeID: cfg.NodeID, State: node.FSM, APIURL: a.URL(), Token: cfg.AuthToken, OutputDir: cfg.OutputDir, Logger: log.With("component", "taskmanager")})
+	roots := map[string]string{"checkpoints": cfg.CheckpointDir, "savepoints": cfg.SavepointDir}
+	for i, dir := range cfg.SavepointAllow {
+		roots[fmt.Sprintf("savepoints-%d", i+1)] = dir
+	}
+	storage := checkpoint.NewRoots(roots)
 	exec, err := runtime.New(runtime.Config{
 		NodeID:    cfg.NodeID,
 		InputDir:  cfg.InputDir,
@@ -78,6 +85,7 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 		Logger:    log.With("component", "runtime"),
 		Dial:      node.DialData,
 		Reporter:  a.tasks,
+		Storage:   storage,
 	})
 	if err != nil {
 		ln.Close()
@@ -88,13 +96,16 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 	node.SetDataHandler(exec.HandleConn)
 	sched := scheduler.New(node.FSM, schedulerView{node}, scheduler.Config{Logger: log.With("component", "scheduler")})
 	node.OnLeadership(sched.Run)
-	a.API, err = rest.New(node, rest.Options{Logger: log.With("component", "http"), Version: opts.Version, Revision: opts.Revision, Runtime: exec})
+	a.API, err = rest.New(node, rest.Options{Logger: log.With("component", "http"), Version: opts.Version, Revision: opts.Revision, Runtime: exec, Storage: storage})
 	if err != nil {
 		exec.Close()
 		ln.Close()
 		node.Shutdown()
 		return nil, err
 	}
+	co := coordinator.New(node.FSM, coordinatorView{node, a.API}, coordinator.Config{Storage: storage, Logger: log.With("component", "coordinator")})
+	a.API.SetCoordinator(co)
+	node.OnLeadership(co.Run)
 	return a, nil
 }
 
@@ -107,6 +118,17 @@ func (a *Agent) Start() error {
 	}
 	go a.tasks.Run(a.ctx, a.Exec)
 	return nil
+}
+
+// coordinatorView lets the coordinator commit through Raft and reach other
+// nodes' executors through their APIs.
+type coordinatorView struct {
+	*cluster.Node
+	api *rest.Server
+}
+
+func (v coordinatorView) TriggerOn(ctx context.Context, nodeID, jobID string, attempt int, cp runtime.Checkpoint) error {
+	return v.api.TriggerOn(ctx, nodeID, jobID, attempt, cp)
 }
 
 // schedulerView shows the scheduler the nodes that can take tasks.

@@ -45,6 +45,29 @@ func waitJobState(t *testing.T, a *agent.Agent, id string, timeout time.Duration
 	return j
 }
 
+// readDir reads the committed JSON lines of one sink directory.
+func readDir(t *testing.T, dir string) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	files, _ := filepath.Glob(filepath.Join(dir, "part-*.jsonl"))
+	for _, f := range files {
+		fh, err := os.Open(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc := bufio.NewScanner(fh)
+		for sc.Scan() {
+			var rec map[string]any
+			if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
+				t.Fatalf("%s: %v", f, err)
+			}
+			out = append(out, rec)
+		}
+		fh.Close()
+	}
+	return out
+}
+
 // readOutput collects the committed JSON lines every node's file sinks wrote
 // under dir.
 func readOutput(t *testing.T, c *tc.Cluster, dir string) []map[string]any {

@@ -38,7 +38,10 @@ type Config struct {
 	InputDir      string
 	CheckpointDir string
 	SavepointDir  string
-	AllowExec     bool
+	// SavepointAllow lists further directories savepoints may be written
+	// to and restored from.
+	SavepointAllow []string
+	AllowExec      bool
 
 	Raft RaftTimings
 	// DeadServerTimeout is how long a server must be dead in gossip before
@@ -193,6 +196,13 @@ func (c *Config) Finish() error {
 			return &Error{d.flag, err.Error()}
 		}
 		*d.ptr = p
+	}
+	for i, dir := range c.SavepointAllow {
+		p, err := filepath.Abs(strings.TrimPrefix(dir, "file://"))
+		if err != nil || dir == "" {
+			return &Error{"savepoint-allow", fmt.Sprintf("%q is not a directory path", dir)}
+		}
+		c.SavepointAllow[i] = p
 	}
 	return nil
 }

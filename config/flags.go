@@ -49,6 +49,7 @@ func BindFlags(fs *pflag.FlagSet) *Flags {
 	fs.StringVar(&c.InputDir, "input-dir", "", "where file sources read (default <data-dir>/input)")
 	fs.StringVar(&c.CheckpointDir, "checkpoint-dir", "", "checkpoint storage (default <data-dir>/checkpoints)")
 	fs.StringVar(&c.SavepointDir, "savepoint-dir", "", "default savepoint root (default <data-dir>/savepoints)")
+	fs.StringSliceVar(&c.SavepointAllow, "savepoint-allow", nil, "further directories savepoints may use; repeatable")
 	fs.BoolVar(&c.AllowExec, "allow-exec", false, "allow the exec operator to run programs")
 	fs.DurationVar(&c.Raft.HeartbeatTimeout, "raft-heartbeat-timeout", c.Raft.HeartbeatTimeout, "Raft heartbeat timeout")
 	fs.DurationVar(&c.Raft.ElectionTimeout, "raft-election-timeout", c.Raft.ElectionTimeout, "Raft election timeout")

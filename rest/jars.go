@@ -464,10 +464,6 @@ func (s *Server) jarGraph(c *gin.Context, b *fsm.Bundle) (*jobgraph.JobGraph, *j
 		a := v == "true"
 		req.AllowNonRestoredState = &a
 	}
-	if req.SavepointPath != "" {
-		fail(c, http.StatusBadRequest, "Bad request: savepointPath "+quoteShort(req.SavepointPath)+" cannot be restored: this cluster has no savepoints yet.")
-		return nil, nil, false
-	}
 	args, err := parseProgramArgs(req.ProgramArgs, req.ProgramArgsList)
 	if err != nil {
 		fail(c, http.StatusBadRequest, "Bad request: "+err.Error())
@@ -558,11 +554,18 @@ func (s *Server) postJarRun(c *gin.Context) {
 	if !ok {
 		return
 	}
-	g, _, ok := s.jarGraph(c, b)
+	g, req, ok := s.jarGraph(c, b)
 	if !ok {
 		return
 	}
-	id, err := s.submitGraph(c.Request.Context(), g)
+	var restore *fsm.RestoreRef
+	if req.SavepointPath != "" {
+		allow := req.AllowNonRestoredState != nil && *req.AllowNonRestoredState
+		if restore, ok = s.resolveSavepoint(c, req.SavepointPath, allow); !ok {
+			return
+		}
+	}
+	id, err := s.submitGraph(c.Request.Context(), g, restore)
 	if err != nil {
 		failApply(c, err)
 		return

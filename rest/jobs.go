@@ -88,7 +88,13 @@ func (s *Server) postJob(c *gin.Context) {
 		fail(c, http.StatusBadRequest, err.Error())
 		return
 	}
-	id, err := s.submitGraph(c.Request.Context(), graph)
+	var restore *fsm.RestoreRef
+	if sp := c.Query("savepointPath"); sp != "" {
+		if restore, ok = s.resolveSavepoint(c, sp, c.Query("allowNonRestoredState") == "true"); !ok {
+			return
+		}
+	}
+	id, err := s.submitGraph(c.Request.Context(), graph, restore)
 	if err != nil {
 		failApply(c, err)
 		return
@@ -99,7 +105,7 @@ func (s *Server) postJob(c *gin.Context) {
 // submitGraph stores a validated job through Raft and returns its id; the
 // spec's jobId, when set, makes the submission idempotent. Every way of
 // starting a job (the job route, a jar run) ends here.
-func (s *Server) submitGraph(ctx context.Context, graph *jobgraph.JobGraph) (string, error) {
+func (s *Server) submitGraph(ctx context.Context, graph *jobgraph.JobGraph, restore *fsm.RestoreRef) (string, error) {
 	if graph.JobID == "" {
 		graph.JobID = newJobID()
 	}
@@ -112,7 +118,7 @@ func (s *Server) submitGraph(ctx context.Context, graph *jobgraph.JobGraph) (str
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	res, err := s.node.Apply(ctx, &fsm.JobSubmit{JobID: graph.JobID, Name: graph.Name, Spec: spec, At: time.Now().UnixMilli()})
+	res, err := s.node.Apply(ctx, &fsm.JobSubmit{JobID: graph.JobID, Name: graph.Name, Spec: spec, At: time.Now().UnixMilli(), Restore: restore})
 	if err == nil {
 		err = res.Err
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/dispatcher-dev/dispatcher/bundle"
+	"github.com/dispatcher-dev/dispatcher/checkpoint"
 	"github.com/dispatcher-dev/dispatcher/cluster"
 )
 
@@ -30,23 +31,29 @@ type Options struct {
 	Revision string
 	// Runtime is the node's task executor, for live subtask metrics.
 	Runtime Runtime
+	// Coordinator receives checkpoint acks on the leader.
+	Coordinator Coordinator
+	// Storage maps checkpoint and savepoint directories.
+	Storage *checkpoint.Roots
 }
 
 // Server is one node's API.
 type Server struct {
-	node       *cluster.Node
-	log        *slog.Logger
-	opts       Options
-	router     *gin.Engine
-	metrics    *metrics
-	token      string
-	maxBody    int64
-	leaderWait time.Duration
-	peerClient *http.Client
-	httpServer *http.Server
-	runtime    Runtime
-	subtasks   *subtaskFetcher
-	bundles    *bundle.Store
+	node        *cluster.Node
+	log         *slog.Logger
+	opts        Options
+	router      *gin.Engine
+	metrics     *metrics
+	token       string
+	maxBody     int64
+	leaderWait  time.Duration
+	peerClient  *http.Client
+	httpServer  *http.Server
+	runtime     Runtime
+	subtasks    *subtaskFetcher
+	bundles     *bundle.Store
+	coordinator Coordinator
+	storage     *checkpoint.Roots
 }
 
 // New builds the router. Every route is registered under /v1 and bare.
@@ -63,6 +70,7 @@ func New(node *cluster.Node, opts Options) (*Server, error) {
 		maxBody:    cfg.MaxBodyBytes,
 		leaderWait: cfg.LeaderWait,
 		runtime:    opts.Runtime,
+		storage:    opts.Storage,
 		metrics:    newMetrics(node),
 		peerClient: &http.Client{Transport: &http.Transport{
 			DialContext:         (&net.Dialer{Timeout: 2 * time.Second}).DialContext,
@@ -161,6 +169,10 @@ func (s *Server) noRoute(c *gin.Context) {
 	}
 	fail(c, http.StatusNotFound, "Not found: "+p)
 }
+
+// SetCoordinator wires the leader's checkpoint coordinator, which is built
+// after the API (it triggers checkpoints through it).
+func (s *Server) SetCoordinator(c Coordinator) { s.coordinator = c }
 
 // Handler is the router, for tests and embedding.
 func (s *Server) Handler() http.Handler { return s.router }

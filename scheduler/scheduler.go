@@ -44,7 +44,14 @@ type Scheduler struct {
 	fsm   *fsm.FSM
 	c     Cluster
 	log   *slog.Logger
-	graph map[string]*jobgraph.JobGraph
+	graph map[string]parsedSpec
+}
+
+// parsedSpec caches a job's parsed spec with the bytes it came from: a
+// rescale replaces the spec under the same job id.
+type parsedSpec struct {
+	raw   string
+	graph *jobgraph.JobGraph
 }
 
 // New returns a scheduler over the replicated state.
@@ -58,7 +65,7 @@ func New(state *fsm.FSM, c Cluster, cfg Config) *Scheduler {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Scheduler{cfg: cfg, fsm: state, c: c, log: cfg.Logger, graph: map[string]*jobgraph.JobGraph{}}
+	return &Scheduler{cfg: cfg, fsm: state, c: c, log: cfg.Logger, graph: map[string]parsedSpec{}}
 }
 
 // Run schedules until ctx ends (leadership lost).
@@ -78,14 +85,14 @@ func (s *Scheduler) Run(ctx context.Context) {
 }
 
 func (s *Scheduler) spec(j *fsm.Job) (*jobgraph.JobGraph, error) {
-	if g, ok := s.graph[j.ID]; ok {
-		return g, nil
+	if p, ok := s.graph[j.ID]; ok && p.raw == string(j.Spec) {
+		return p.graph, nil
 	}
 	var g jobgraph.JobGraph
 	if err := json.Unmarshal(j.Spec, &g); err != nil {
 		return nil, err
 	}
-	s.graph[j.ID] = &g
+	s.graph[j.ID] = parsedSpec{raw: string(j.Spec), graph: &g}
 	return &g, nil
 }
 
@@ -229,7 +236,25 @@ func (s *Scheduler) place(ctx context.Context, j *fsm.Job, g *jobgraph.JobGraph,
 	for _, v := range g.Vertices {
 		placement[v.ID] = append([]string(nil), slots[:v.Parallelism]...)
 	}
-	s.decide(ctx, &fsm.JobSchedule{JobID: j.ID, Attempt: j.Attempt + 1, Placement: placement, At: now.UnixMilli()})
+	s.decide(ctx, &fsm.JobSchedule{JobID: j.ID, Attempt: j.Attempt + 1, Placement: placement, At: now.UnixMilli(), Restore: restoreFor(j)})
+}
+
+// restoreFor picks what an attempt starts from: the newest completed
+// checkpoint or savepoint of the job, else the savepoint it was submitted
+// with, else nothing.
+func restoreFor(j *fsm.Job) *fsm.RestoreRef {
+	if cp := j.LatestRestorable(); cp != nil {
+		ref := &fsm.RestoreRef{CheckpointID: cp.ID, Dir: cp.Dir, Attempt: cp.Attempt, Savepoint: cp.Savepoint}
+		if j.InitialRestore != nil {
+			ref.AllowNonRestoredState = j.InitialRestore.AllowNonRestoredState
+		}
+		return ref
+	}
+	if j.InitialRestore != nil {
+		ref := *j.InitialRestore
+		return &ref
+	}
+	return nil
 }
 
 // restartOrFail applies the job's restart strategy to a failing attempt.

@@ -31,6 +31,9 @@ type Config struct {
 	APIURL string
 	Token  string
 	Logger *slog.Logger
+	// OutputDir is where this node's file sinks write; committing their
+	// pending output is the node's job.
+	OutputDir string
 }
 
 // TaskManager deploys what the state places here.
@@ -41,11 +44,16 @@ type TaskManager struct {
 
 	mu      sync.Mutex
 	pending []fsm.SubtaskEvent
+	acks    []runtime.CheckpointAck
 	wake    chan struct{}
 
 	exec     *runtime.Executor
 	deployed map[string]int // job id -> attempt deployed here
 	settled  map[string]int // job id -> attempt reported without deploying
+	// notified is the newest checkpoint told to the local executor, per job.
+	notified map[string]int64
+	// committed remembers sink commits done, per job: "attempt/id".
+	committed map[string]map[string]bool
 }
 
 // New returns a task manager; call Run to start it.
@@ -54,13 +62,25 @@ func New(cfg Config) *TaskManager {
 		cfg.Logger = slog.Default()
 	}
 	return &TaskManager{cfg: cfg, log: cfg.Logger, client: &http.Client{Timeout: 10 * time.Second},
-		wake: make(chan struct{}, 1), deployed: map[string]int{}, settled: map[string]int{}}
+		wake: make(chan struct{}, 1), deployed: map[string]int{}, settled: map[string]int{}, notified: map[string]int64{}, committed: map[string]map[string]bool{}}
 }
 
 // SubtaskStateChanged implements runtime.Reporter: queue and wake the sender.
 func (tm *TaskManager) SubtaskStateChanged(ev runtime.SubtaskEvent) {
 	tm.mu.Lock()
 	tm.pending = append(tm.pending, fsm.SubtaskEvent{JobID: ev.JobID, Attempt: ev.Attempt, VertexID: ev.VertexID, Subtask: ev.Subtask, State: ev.State, At: ev.At.UnixMilli(), Failure: ev.Failure})
+	tm.mu.Unlock()
+	select {
+	case tm.wake <- struct{}{}:
+	default:
+	}
+}
+
+// CheckpointAcked implements runtime.CheckpointReporter: acks travel to the
+// leader's coordinator like subtask events do.
+func (tm *TaskManager) CheckpointAcked(a runtime.CheckpointAck) {
+	tm.mu.Lock()
+	tm.acks = append(tm.acks, a)
 	tm.mu.Unlock()
 	select {
 	case tm.wake <- struct{}{}:
@@ -122,6 +142,57 @@ func (tm *TaskManager) sync() {
 			tm.exec.Cancel(j.ID)
 			delete(tm.deployed, j.ID)
 		}
+		tm.checkpointDuties(j)
+	}
+}
+
+// checkpointDuties tells the executor about completed checkpoints and
+// commits this node's sink output that completed checkpoints (or a
+// finished job) cover, even for attempts that no longer run here: the
+// notification may have been missed while this node was away.
+func (tm *TaskManager) checkpointDuties(j *fsm.Job) {
+	var done []fsm.Checkpoint
+	done = append(done, j.Checkpoints.Retained...)
+	if sp := j.Checkpoints.LatestSavepoint; sp != nil {
+		done = append(done, *sp)
+	}
+	if tm.deployed[j.ID] == j.Attempt && j.State == fsm.JobRunning {
+		for _, cp := range done {
+			if cp.Attempt == j.Attempt && cp.ID > tm.notified[j.ID] {
+				tm.notified[j.ID] = cp.ID
+				tm.exec.CheckpointComplete(j.ID, j.Attempt, cp.ID)
+			}
+		}
+	}
+	if tm.cfg.OutputDir == "" || len(done) == 0 && j.State != fsm.JobFinished {
+		return
+	}
+	var g *jobgraph.JobGraph
+	commit := func(attempt int, upTo int64) {
+		key := fmt.Sprintf("%d/%d", attempt, upTo)
+		if tm.committed[j.ID][key] {
+			return
+		}
+		if g == nil {
+			g = &jobgraph.JobGraph{}
+			if err := json.Unmarshal(j.Spec, g); err != nil {
+				return
+			}
+		}
+		if err := runtime.CommitSinks(g, tm.cfg.OutputDir, attempt, upTo); err != nil {
+			tm.log.Warn("cannot commit sink output", "job", j.ID, "attempt", attempt, "upTo", upTo, "err", err)
+			return
+		}
+		if tm.committed[j.ID] == nil {
+			tm.committed[j.ID] = map[string]bool{}
+		}
+		tm.committed[j.ID][key] = true
+	}
+	for _, cp := range done {
+		commit(cp.Attempt, cp.ID)
+	}
+	if j.State == fsm.JobFinished {
+		commit(j.Attempt, runtime.FinalCheckpointID)
 	}
 }
 
@@ -149,7 +220,11 @@ func (tm *TaskManager) deploy(j *fsm.Job) error {
 	if err := json.Unmarshal(j.Spec, &g); err != nil {
 		return fmt.Errorf("stored spec: %w", err)
 	}
-	return tm.exec.Deploy(runtime.Deployment{JobID: j.ID, Attempt: j.Attempt, Graph: &g, Placement: j.Placement})
+	d := runtime.Deployment{JobID: j.ID, Attempt: j.Attempt, Graph: &g, Placement: j.Placement}
+	if r := j.Restore; r != nil {
+		d.Restore = &runtime.Restore{CheckpointID: r.CheckpointID, Dir: r.Dir, Attempt: r.Attempt, AllowNonRestoredState: r.AllowNonRestoredState}
+	}
+	return tm.exec.Deploy(d)
 }
 
 // failAll reports every subtask placed here as failed, so the leader's
@@ -178,6 +253,7 @@ func (tm *TaskManager) sendLoop(ctx context.Context) {
 		}
 		// Let a burst of transitions gather into one Raft entry.
 		time.Sleep(10 * time.Millisecond)
+		tm.sendAcks(ctx)
 		for {
 			tm.mu.Lock()
 			batch := tm.pending
@@ -207,12 +283,37 @@ func (tm *TaskManager) sendLoop(ctx context.Context) {
 	}
 }
 
+// AcksPath takes checkpoint acknowledgements to the leader's coordinator.
+const AcksPath = "/v1/internal/checkpoint-acks"
+
+// sendAcks ships checkpoint acks; a lost batch only makes a checkpoint time
+// out, so they are tried a few times, not forever.
+func (tm *TaskManager) sendAcks(ctx context.Context) {
+	tm.mu.Lock()
+	acks := tm.acks
+	tm.acks = nil
+	tm.mu.Unlock()
+	if len(acks) == 0 {
+		return
+	}
+	for try := 0; try < 3; try++ {
+		if err := tm.post(ctx, AcksPath, acks); err == nil || ctx.Err() != nil {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 func (tm *TaskManager) send(ctx context.Context, events []fsm.SubtaskEvent) error {
-	body, err := json.Marshal(fsm.SubtaskEvents{Node: tm.cfg.NodeID, Events: events})
+	return tm.post(ctx, EventsPath, fsm.SubtaskEvents{Node: tm.cfg.NodeID, Events: events})
+}
+
+func (tm *TaskManager) post(ctx context.Context, path string, v any) error {
+	body, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, tm.cfg.APIURL+EventsPath, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, tm.cfg.APIURL+path, bytes.NewReader(body))
 	if err != nil {
 		return err
 	}

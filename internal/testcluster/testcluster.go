@@ -34,6 +34,9 @@ type Cluster struct {
 	// Tune changes each node's configuration before it starts.
 	Tune   func(*config.Config)
 	client *http.Client
+	// Shared plays the compose cluster's shared volume: every node keeps
+	// checkpoints and savepoints under it.
+	Shared string
 }
 
 // Config returns a fast node configuration on loopback.
@@ -63,7 +66,7 @@ func Config(t testing.TB, id, dataDir string, expect int) config.Config {
 // New starts n nodes that bootstrap together (bootstrap-expect n).
 func New(t testing.TB, n int, tune func(*config.Config)) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t, nodes: map[string]*agent.Agent{}, cfgs: map[string]config.Config{}, Tune: tune, client: &http.Client{Timeout: 10 * time.Second}}
+	c := &Cluster{t: t, nodes: map[string]*agent.Agent{}, cfgs: map[string]config.Config{}, Tune: tune, client: &http.Client{Timeout: 10 * time.Second}, Shared: t.TempDir()}
 	t.Cleanup(c.Close)
 	for i := 0; i < n; i++ {
 		id := "node" + strconv.Itoa(i+1)
@@ -88,8 +91,12 @@ func (c *Cluster) start(cfg config.Config) *agent.Agent {
 		cfg.Join = append(cfg.Join, fmt.Sprintf("%s:%d", addr, port))
 	}
 	c.mu.Unlock()
-	if c.Tune != nil {
-		c.Tune(&cfg)
+	if _, restarted := c.cfgs[cfg.NodeID]; !restarted {
+		cfg.CheckpointDir = filepath.Join(c.Shared, "checkpoints")
+		cfg.SavepointDir = filepath.Join(c.Shared, "savepoints")
+		if c.Tune != nil {
+			c.Tune(&cfg)
+		}
 	}
 	a, err := agent.New(cfg, agent.Options{Logger: logger(c.t), Version: "test", FastGossip: true, ReconcileInterval: 200 * time.Millisecond})
 	if err != nil {
