@@ -213,3 +213,27 @@ func waitTrigger(t *testing.T, c *tc.Cluster, jobID, trigger string) string {
 	}
 	return loc
 }
+
+func TestASavepointTriggeredBeforeTheLeaderDiesStillResolves(t *testing.T) {
+	c := tc.New(t, 3, nil)
+	leader := c.WaitForLeader(10 * time.Second)
+	c.WaitForVoters(3, 10*time.Second)
+	id := fmt.Sprintf("%032x", 31337)
+	submitSpec(t, c, leader, exactlyOnceSpec(id, 1_000_000, 3, 500))
+	waitJobState(t, leader, id, 20*time.Second, fsm.JobRunning)
+	trigger := fmt.Sprintf("%032x", 4711)
+	if r := c.Do(leader, "POST", "/v1/jobs/"+id+"/savepoints", map[string]any{"triggerId": trigger}); r.Code != http.StatusAccepted {
+		t.Fatalf("savepoint: %d %s", r.Code, r.Body)
+	}
+	c.Kill(leader.Node.ID())
+	next := c.WaitForLeader(10 * time.Second)
+	// The trigger is in the replicated state: the new leader reports it and,
+	// if the old one had not finished it, drives it again.
+	location := waitTrigger(t, c, id, trigger)
+	if !strings.Contains(location, "savepoint-") {
+		t.Errorf("location %q", location)
+	}
+	if r := c.Do(next, "GET", "/v1/jobs/"+id+"/savepoints/"+trigger, nil); r.Code != http.StatusOK || !strings.Contains(string(r.Body), "COMPLETED") {
+		t.Errorf("trigger on the new leader: %d %s", r.Code, r.Body)
+	}
+}

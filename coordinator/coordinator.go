@@ -51,7 +51,13 @@ type Coordinator struct {
 	mu      sync.Mutex
 	pending map[string]*pending // by job id
 	lastEnd map[string]time.Time
+	// tries counts failed checkpoints per savepoint trigger.
+	tries map[string]int
 }
+
+// maxTriggerTries bounds how often a savepoint is retried after its
+// checkpoint failed (a source ended under it, a node died).
+const maxTriggerTries = 3
 
 type pending struct {
 	jobID     string
@@ -79,7 +85,7 @@ func New(state *fsm.FSM, c Cluster, cfg Config) *Coordinator {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Coordinator{cfg: cfg, state: state, c: c, log: cfg.Logger, pending: map[string]*pending{}, lastEnd: map[string]time.Time{}}
+	return &Coordinator{cfg: cfg, state: state, c: c, log: cfg.Logger, pending: map[string]*pending{}, lastEnd: map[string]time.Time{}, tries: map[string]int{}}
 }
 
 // Run coordinates until leadership is lost.
@@ -127,7 +133,9 @@ func (co *Coordinator) pass(ctx context.Context) {
 			// as a stop-with-savepoint makes it): acks may still complete
 			// a stop, so only time decides, below.
 			if p.attempt != j.Attempt {
-				co.fail(ctx, p, fmt.Sprintf("the job moved on to attempt %d", j.Attempt))
+				// The attempt failed under the checkpoint; a savepoint
+				// trigger stays IN_PROGRESS and runs again on the next one.
+				co.abort(ctx, p, fmt.Sprintf("the job moved on to attempt %d", j.Attempt), false)
 				p = nil
 			}
 		}
@@ -136,9 +144,16 @@ func (co *Coordinator) pass(ctx context.Context) {
 			p = nil
 		}
 		if j.State != fsm.JobRunning {
+			// A job that is restarting gets its savepoint once it runs
+			// again; one that ended, or a trigger that waited too long, fails.
 			for _, t := range triggers[j.ID] {
-				if p == nil || p.trigger == nil || p.trigger.ID != t.ID {
+				if p != nil && p.trigger != nil && p.trigger.ID == t.ID {
+					continue
+				}
+				if fsm.TerminalJobState(j.State) {
 					co.finishTrigger(ctx, t, fsm.TriggerFailed, "", fmt.Sprintf("job %s is %s", j.ID, j.State))
+				} else if now.Sub(time.UnixMilli(t.CreatedAt)) > co.cfg.SavepointTimeout {
+					co.finishTrigger(ctx, t, fsm.TriggerFailed, "", fmt.Sprintf("job %s did not run again within %v", j.ID, co.cfg.SavepointTimeout))
 				}
 			}
 			continue
@@ -355,6 +370,19 @@ func (co *Coordinator) afterTrigger(ctx context.Context, p *pending) {
 }
 
 func (co *Coordinator) fail(ctx context.Context, p *pending, reason string) {
+	failTrigger := true
+	if p.trigger != nil {
+		co.mu.Lock()
+		co.tries[p.trigger.ID]++
+		failTrigger = co.tries[p.trigger.ID] >= maxTriggerTries
+		co.mu.Unlock()
+	}
+	co.abort(ctx, p, reason, failTrigger)
+}
+
+// abort records a failed checkpoint; its trigger fails too unless it is to
+// be driven again.
+func (co *Coordinator) abort(ctx context.Context, p *pending, reason string, failTrigger bool) {
 	co.mu.Lock()
 	if co.pending[p.jobID] == p {
 		delete(co.pending, p.jobID)
@@ -364,7 +392,7 @@ func (co *Coordinator) fail(ctx context.Context, p *pending, reason string) {
 	co.mu.Unlock()
 	co.log.Info("checkpoint failed", "job", p.jobID, "id", p.id, "reason", reason)
 	co.apply(ctx, &fsm.CheckpointFailed{JobID: p.jobID, Attempt: p.attempt, ID: p.id, Savepoint: p.savepoint, Reason: reason, At: time.Now().UnixMilli()})
-	if p.trigger != nil {
+	if p.trigger != nil && failTrigger {
 		co.finishTrigger(ctx, p.trigger, fsm.TriggerFailed, "", reason)
 	}
 }
