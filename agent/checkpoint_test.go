@@ -237,3 +237,41 @@ func TestASavepointTriggeredBeforeTheLeaderDiesStillResolves(t *testing.T) {
 		t.Errorf("trigger on the new leader: %d %s", r.Code, r.Body)
 	}
 }
+
+func TestRescalingAVertexRedistributesItsStateExactly(t *testing.T) {
+	c := tc.New(t, 3, func(cfg *config.Config) {
+		cfg.OutputDir = filepath.Join(filepath.Dir(cfg.CheckpointDir), "output")
+	})
+	leader := c.WaitForLeader(10 * time.Second)
+	c.WaitForVoters(3, 10*time.Second)
+	const n, keys = 9000, 11
+	id := fmt.Sprintf("%032x", 5150)
+	submitSpec(t, c, leader, exactlyOnceSpec(id, n, keys, 1500))
+	waitJobState(t, leader, id, 20*time.Second, fsm.JobRunning)
+	time.Sleep(time.Second)
+	for path, body := range map[string]any{
+		"/v1/jobs/" + id + "/vertices/sum/parallelism":   map[string]any{"new_scale": 5000},
+		"/v1/jobs/" + id + "/vertices/keyed/parallelism": map[string]any{"new_scale": 3},
+		"/v1/jobs/" + id + "/vertices/nope/parallelism":  map[string]any{"new_scale": 3},
+	} {
+		if r := c.Do(leader, "PUT", path, body); r.Code != http.StatusBadRequest && r.Code != http.StatusNotFound {
+			t.Errorf("PUT %s %v: %d %s", path, body, r.Code, r.Body)
+		}
+	}
+	r := c.Do(c.Followers()[0], "PUT", "/v1/jobs/"+id+"/vertices/sum/parallelism", map[string]any{"new_scale": 5})
+	if r.Code != http.StatusAccepted {
+		t.Fatalf("rescale: %d %s", r.Code, r.Body)
+	}
+	tc.WaitFor(t, 30*time.Second, "the job to run with five sum subtasks", func() bool {
+		j, _ := leader.Node.FSM.Job(id)
+		return j.State == fsm.JobRunning && len(j.Placement["sum"]) == 5
+	})
+	j := waitJobState(t, leader, id, 60*time.Second, fsm.JobFinished, fsm.JobFailed)
+	if j.State != fsm.JobFinished || j.Restarts != 0 {
+		t.Fatalf("rescaled job %s (restarts %d): %+v", j.State, j.Restarts, j.Failures)
+	}
+	tc.WaitFor(t, 10*time.Second, "the output to be committed", func() bool {
+		return len(readOutputOnce(t, c, "passthrough")) >= n
+	})
+	checkExact(t, c, n, keys)
+}

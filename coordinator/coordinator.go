@@ -165,6 +165,12 @@ func (co *Coordinator) pass(ctx context.Context) {
 		if err != nil {
 			continue
 		}
+		// Barriers go out only when every subtask runs (Flink declines
+		// otherwise): a source that is not deployed yet would never send
+		// its barrier, and the subtasks aligning on it would wait forever.
+		if !allRunning(j) {
+			continue
+		}
 		if ts := triggers[j.ID]; len(ts) > 0 {
 			co.start(ctx, j, g, ts[0])
 			continue
@@ -184,6 +190,18 @@ func (co *Coordinator) pass(ctx context.Context) {
 		}
 		co.start(ctx, j, g, nil)
 	}
+}
+
+func allRunning(j *fsm.Job) bool {
+	if len(j.Subtasks) == 0 {
+		return false
+	}
+	for _, st := range j.Subtasks {
+		if st.State != fsm.TaskRunning {
+			return false
+		}
+	}
+	return true
 }
 
 func randomSuffix() string {

@@ -137,6 +137,12 @@ func (f *FSM) applyTriggerCreated(c *TriggerCreated) Result {
 		}
 		return Result{Value: old.clone()}
 	}
+	if t.Kind == "dispose" {
+		// A savepoint disposal belongs to no job.
+		t.Status = TriggerInProgress
+		f.st.Triggers[t.ID] = &t
+		return Result{Value: t.clone()}
+	}
 	j, ok := f.st.Jobs[t.JobID]
 	if !ok {
 		return Result{Err: &NotFound{Msg: fmt.Sprintf("Job %s not found", t.JobID)}}

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"sort"
@@ -42,6 +43,17 @@ func (s *Server) checkpointRoutes() []route {
 		{method: "POST", path: "/jobs/:jobid/stop", write: true, handler: s.postTrigger("stop")},
 		{method: "POST", path: "/jobs/:jobid/cancel", write: true, handler: s.postSeedCancel},
 		{method: "PUT", path: "/jobs/:jobid/vertices/:vertexid/parallelism", write: true, handler: s.putVertexParallelism},
+		{method: "PUT", path: "/jobs/:jobid/resource-requirements", write: true, handler: s.putResourceRequirements},
+		{method: "GET", path: "/jobs/:jobid/resource-requirements", handler: s.getResourceRequirements},
+		{method: "PATCH", path: "/jobs/:jobid/rescaling", write: true, handler: s.patchRescaling},
+		{method: "GET", path: "/jobs/:jobid/rescaling/:triggerid", handler: s.getSavepointTrigger},
+		{method: "POST", path: "/savepoint-disposal", write: true, handler: s.postSavepointDisposal},
+		{method: "GET", path: "/savepoint-disposal/:triggerid", handler: s.getDisposal},
+		// Seed 000's legacy cancel-with-savepoint: a GET with a side effect,
+		// as Flink's legacy API had it; it is a write, so it runs on the leader.
+		{method: "GET", path: "/jobs/:jobid/cancel-with-savepoint", write: true, handler: s.legacyCancelWithSavepoint},
+		{method: "GET", path: "/jobs/:jobid/cancel-with-savepoint/target-directory/*targetDirectory", write: true, handler: s.legacyCancelWithSavepoint},
+		{method: "GET", path: "/jobs/:jobid/cancel-with-savepoint/in-progress/:triggerid", handler: s.legacyCancelProgress},
 		{method: "POST", path: "/internal/jobs/:jobid/checkpoint-trigger", handler: s.postLocalCheckpointTrigger},
 		{method: "POST", path: "/internal/checkpoint-acks", write: true, handler: s.postCheckpointAcks},
 	}
@@ -197,42 +209,15 @@ func (s *Server) putVertexParallelism(c *gin.Context) {
 	if !ok {
 		return
 	}
-	j, found := s.node.FSM.Job(id)
-	if !found {
-		fail(c, http.StatusNotFound, "Job "+id+" not found")
-		return
-	}
-	var g jobgraph.JobGraph
-	if err := json.Unmarshal(j.Spec, &g); err != nil {
-		fail(c, http.StatusInternalServerError, "Cannot read the stored spec: "+err.Error())
-		return
-	}
-	vid := c.Param("vertexid")
-	var v *jobgraph.Vertex
-	for _, cand := range g.Vertices {
-		if cand.ID == vid {
-			v = cand
-		}
-	}
-	if v == nil {
-		fail(c, http.StatusNotFound, "Vertex "+quoteShort(vid)+" not found in job "+id)
-		return
-	}
 	if b.NewScale == nil {
 		fail(c, http.StatusBadRequest, `Bad request: the body must carry {"new_scale": N}.`)
 		return
 	}
-	if n := *b.NewScale; n < 1 || n > g.MaxParallelism {
-		fail(c, http.StatusBadRequest, fmt.Sprintf("Bad request: new_scale %d must be between 1 and the job's maxParallelism %d.", n, g.MaxParallelism))
+	tid, ok := s.rescaleTo(c, id, map[string]int{c.Param("vertexid"): *b.NewScale}, b.TriggerID)
+	if !ok {
 		return
 	}
-	for _, in := range v.Inputs {
-		if in.Ship == jobgraph.ShipForward || in.Ship == "" {
-			fail(c, http.StatusBadRequest, "Bad request: vertex "+vid+" has a forward input from "+in.From+", which needs equal parallelism on both sides; rescale both or change the ship strategy.")
-			return
-		}
-	}
-	s.createTrigger(c, fsm.Trigger{ID: b.TriggerID, JobID: id, Kind: "rescale", TargetDir: s.node.Config().SavepointDir, Rescale: map[string]int{vid: *b.NewScale}})
+	c.JSON(http.StatusAccepted, gin.H{"request-id": tid})
 }
 
 func (s *Server) trigger(c *gin.Context) (*fsm.Trigger, bool) {
@@ -613,4 +598,230 @@ func (s *Server) resolveSavepoint(c *gin.Context, path string, allowNonRestored 
 	}
 	fail(c, http.StatusBadRequest, "Bad request: "+quoteShort(path)+" is not a completed savepoint or checkpoint of this cluster.")
 	return nil, false
+}
+
+// rescaleTo validates new parallelism per vertex and records a rescale
+// trigger. Edges that need equal parallelism (forward) must keep it.
+func (s *Server) rescaleTo(c *gin.Context, jobID string, want map[string]int, triggerID string) (string, bool) {
+	j, found := s.node.FSM.Job(jobID)
+	if !found {
+		fail(c, http.StatusNotFound, "Job "+jobID+" not found")
+		return "", false
+	}
+	var g jobgraph.JobGraph
+	if err := json.Unmarshal(j.Spec, &g); err != nil {
+		fail(c, http.StatusInternalServerError, "Cannot read the stored spec: "+err.Error())
+		return "", false
+	}
+	par := map[string]int{}
+	for _, v := range g.Vertices {
+		par[v.ID] = v.Parallelism
+	}
+	for vid, n := range want {
+		if _, ok := par[vid]; !ok {
+			fail(c, http.StatusNotFound, "Vertex "+quoteShort(vid)+" not found in job "+jobID)
+			return "", false
+		}
+		if n < 1 || n > g.MaxParallelism {
+			fail(c, http.StatusBadRequest, fmt.Sprintf("Bad request: parallelism %d of vertex %s must be between 1 and the job's maxParallelism %d.", n, vid, g.MaxParallelism))
+			return "", false
+		}
+		par[vid] = n
+	}
+	for _, v := range g.Vertices {
+		for _, in := range v.Inputs {
+			if (in.Ship == jobgraph.ShipForward || in.Ship == "") && par[in.From] != par[v.ID] {
+				fail(c, http.StatusBadRequest, fmt.Sprintf("Bad request: %s has a forward input from %s, which needs equal parallelism (%d vs %d).", v.ID, in.From, par[v.ID], par[in.From]))
+				return "", false
+			}
+		}
+	}
+	if triggerID == "" {
+		triggerID = newTriggerID()
+	}
+	t := fsm.Trigger{ID: triggerID, JobID: jobID, Kind: "rescale", TargetDir: s.node.Config().SavepointDir, Rescale: want, CreatedAt: time.Now().UnixMilli()}
+	res, err := s.node.Apply(c.Request.Context(), &fsm.TriggerCreated{Trigger: t})
+	if err == nil {
+		err = res.Err
+	}
+	if err != nil {
+		failApply(c, err)
+		return "", false
+	}
+	return triggerID, true
+}
+
+// putResourceRequirements is Flink's adaptive-scheduler route; here the
+// upper bound becomes the vertex's parallelism, through a rescale.
+func (s *Server) putResourceRequirements(c *gin.Context) {
+	id, ok := jobIDParam(c)
+	if !ok {
+		return
+	}
+	var body map[string]struct {
+		Parallelism struct {
+			LowerBound int `json:"lowerBound"`
+			UpperBound int `json:"upperBound"`
+		} `json:"parallelism"`
+	}
+	if err := json.NewDecoder(c.Request.Body).Decode(&body); err != nil || len(body) == 0 {
+		fail(c, http.StatusBadRequest, `Bad request: expected {"<vertexId>": {"parallelism": {"lowerBound": L, "upperBound": U}}}.`)
+		return
+	}
+	want := map[string]int{}
+	for vid, r := range body {
+		if r.Parallelism.LowerBound > r.Parallelism.UpperBound {
+			fail(c, http.StatusBadRequest, "Bad request: lowerBound exceeds upperBound for vertex "+vid+".")
+			return
+		}
+		want[vid] = r.Parallelism.UpperBound
+	}
+	if _, ok := s.rescaleTo(c, id, want, ""); !ok {
+		return
+	}
+	c.Status(http.StatusOK)
+}
+
+func (s *Server) getResourceRequirements(c *gin.Context) {
+	_, g, ok := s.jobForCheckpoints(c)
+	if !ok {
+		return
+	}
+	out := gin.H{}
+	for _, v := range g.Vertices {
+		out[v.ID] = gin.H{"parallelism": gin.H{"lowerBound": 1, "upperBound": v.Parallelism}}
+	}
+	c.JSON(http.StatusOK, out)
+}
+
+// patchRescaling sets every vertex to ?parallelism=N (Flink's job-level
+// rescaling, which Flink itself disabled; it works here).
+func (s *Server) patchRescaling(c *gin.Context) {
+	id, ok := jobIDParam(c)
+	if !ok {
+		return
+	}
+	n, err := strconv.Atoi(c.Query("parallelism"))
+	if err != nil {
+		fail(c, http.StatusBadRequest, "Bad request: query parameter parallelism must be a number.")
+		return
+	}
+	_, g, ok := s.jobForCheckpoints(c)
+	if !ok {
+		return
+	}
+	want := map[string]int{}
+	for _, v := range g.Vertices {
+		want[v.ID] = n
+	}
+	tid, ok := s.rescaleTo(c, id, want, c.Query("triggerId"))
+	if !ok {
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"request-id": tid})
+}
+
+func (s *Server) postSavepointDisposal(c *gin.Context) {
+	var body struct {
+		Path      string `json:"savepoint-path"`
+		TriggerID string `json:"triggerId"`
+	}
+	if err := json.NewDecoder(c.Request.Body).Decode(&body); err != nil || body.Path == "" {
+		fail(c, http.StatusBadRequest, `Bad request: expected {"savepoint-path": "..."}.`)
+		return
+	}
+	if body.TriggerID != "" && !jobIDPattern.MatchString(body.TriggerID) {
+		fail(c, http.StatusBadRequest, "Bad request: triggerId must be 32 lowercase hex characters.")
+		return
+	}
+	name, ok := "", s.storage != nil
+	if ok {
+		name, ok = s.storage.Locate(body.Path)
+	}
+	if !ok || !strings.HasPrefix(name, "savepoints") || !strings.Contains(name, "/") {
+		fail(c, http.StatusBadRequest, "Bad request: "+quoteShort(body.Path)+" is not a savepoint under a configured savepoint root.")
+		return
+	}
+	t := fsm.Trigger{ID: body.TriggerID, Kind: "dispose", TargetDir: body.Path, CreatedAt: time.Now().UnixMilli()}
+	if t.ID == "" {
+		t.ID = newTriggerID()
+	}
+	res, err := s.node.Apply(c.Request.Context(), &fsm.TriggerCreated{Trigger: t})
+	if err == nil {
+		err = res.Err
+	}
+	if err != nil {
+		failApply(c, err)
+		return
+	}
+	done := fsm.TriggerDone{TriggerID: t.ID, Status: fsm.TriggerCompleted, At: time.Now().UnixMilli()}
+	if err := s.storage.DeleteDir(c.Request.Context(), name); err != nil {
+		done.Status, done.FailureCause = fsm.TriggerFailed, err.Error()
+	}
+	if res, err := s.node.Apply(c.Request.Context(), &done); err != nil || res.Err != nil {
+		failApply(c, errors.Join(err, res.Err))
+		return
+	}
+	c.JSON(http.StatusAccepted, gin.H{"request-id": t.ID})
+}
+
+func (s *Server) getDisposal(c *gin.Context) {
+	tid := c.Param("triggerid")
+	t, found := s.node.FSM.Trigger(tid)
+	if !found || t.Kind != "dispose" {
+		fail(c, http.StatusNotFound, "There is no savepoint disposal with triggerId="+quoteShort(tid)+".")
+		return
+	}
+	switch t.Status {
+	case fsm.TriggerInProgress:
+		c.JSON(http.StatusOK, gin.H{"status": gin.H{"id": "IN_PROGRESS"}, "operation": nil})
+	case fsm.TriggerCompleted:
+		c.JSON(http.StatusOK, gin.H{"status": gin.H{"id": "COMPLETED"}, "operation": gin.H{}})
+	default:
+		c.JSON(http.StatusOK, gin.H{"status": gin.H{"id": "COMPLETED"}, "operation": gin.H{"failure-cause": failureCause(t.FailureCause)}})
+	}
+}
+
+func (s *Server) legacyCancelWithSavepoint(c *gin.Context) {
+	id, ok := jobIDParam(c)
+	if !ok {
+		return
+	}
+	if _, found := s.node.FSM.Job(id); !found {
+		fail(c, http.StatusNotFound, "Job "+id+" not found")
+		return
+	}
+	dir := c.Param("targetDirectory")
+	if dir != "" && !strings.HasPrefix(dir, "/") {
+		dir = "/" + dir
+	}
+	target, ok := s.savepointTarget(c, strings.TrimSuffix(dir, "/"))
+	if !ok {
+		return
+	}
+	t := fsm.Trigger{ID: newTriggerID(), JobID: id, Kind: "savepoint", TargetDir: target, CancelJob: true, CreatedAt: time.Now().UnixMilli()}
+	res, err := s.node.Apply(c.Request.Context(), &fsm.TriggerCreated{Trigger: t})
+	if err == nil {
+		err = res.Err
+	}
+	if err != nil {
+		failApply(c, err)
+		return
+	}
+	c.JSON(http.StatusAccepted, gin.H{"status": "accepted", "request-id": t.ID, "location": "/jobs/" + id + "/cancel-with-savepoint/in-progress/" + t.ID})
+}
+
+func (s *Server) legacyCancelProgress(c *gin.Context) {
+	t, ok := s.trigger(c)
+	if !ok {
+		return
+	}
+	switch t.Status {
+	case fsm.TriggerInProgress:
+		c.JSON(http.StatusOK, gin.H{"status": "in-progress", "request-id": t.ID})
+	case fsm.TriggerCompleted:
+		c.JSON(http.StatusOK, gin.H{"status": "success", "request-id": t.ID, "savepoint-path": t.Location})
+	default:
+		c.JSON(http.StatusOK, gin.H{"status": "failed", "request-id": t.ID, "cause": t.FailureCause})
+	}
 }

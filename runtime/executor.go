@@ -417,11 +417,19 @@ func (e *Executor) pruneLocked() {
 func (e *Executor) Cancel(jobID string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if j := e.jobs[jobID]; j != nil {
-		e.cancelLocked(j)
+	j := e.jobs[jobID]
+	if j == nil {
+		// Nothing deployed here: credits waiting for this job may belong to
+		// an attempt this node is about to deploy.
+		return
 	}
+	e.cancelLocked(j)
+	// Only credits of this attempt or older die with it: a peer that
+	// already runs the next attempt may have granted credits for it before
+	// this node saw the cancel, and dropping them stalls those channels
+	// for good (found by the rescale test).
 	for k := range e.pendingCredits {
-		if k.job == jobID {
+		if k.job == jobID && int(k.attempt) <= j.attempt {
 			delete(e.pendingCredits, k)
 		}
 	}
