@@ -73,10 +73,18 @@ func (s *Server) authenticate() gin.HandlerFunc {
 			c.Next()
 			return
 		}
-		fields := strings.Fields(c.GetHeader("Authorization"))
+		header := c.GetHeader("Authorization")
+		fields := strings.Fields(header)
 		ok := len(fields) == 2 && fields[0] == "Bearer" && subtle.ConstantTimeCompare([]byte(fields[1]), want) == 1
+		dashboard := isDashboardRoute(c)
+		if !ok && dashboard && header == "" {
+			ok = dashboardCookieToken(c, want)
+		}
 		if !ok {
 			c.Header("WWW-Authenticate", `Bearer realm="dispatcher"`)
+			if dashboard && dashboardLogin(c) {
+				return
+			}
 			c.AbortWithStatus(http.StatusUnauthorized)
 			return
 		}
