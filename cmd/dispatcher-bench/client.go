@@ -134,7 +134,9 @@ func (g *jobIDs) next() string { return fmt.Sprintf("%s%016x", g.prefix, g.n.Add
 // jobSpec is the small valid job the bench submits (a 10-element sequence
 // into a discard sink).
 func jobSpec(jobID string) []byte {
-	return []byte(`{"name":"bench","jobId":"` + jobID + `","vertices":[{"id":"src","operator":"sequence","params":{"from":1,"to":10}},{"id":"out","operator":"discard","inputs":[{"from":"src","ship":"forward"}]}]}`)
+	// Each job names its own Habitat service group (the group defaults to the
+	// job name, and two running jobs may not share one).
+	return []byte(`{"name":"bench-` + jobID + `","jobId":"` + jobID + `","vertices":[{"id":"src","operator":"sequence","params":{"from":1,"to":10}},{"id":"out","operator":"discard","inputs":[{"from":"src","ship":"forward"}]}]}`)
 }
 
 // postJob submits one job to node n: the status, body, the node that
