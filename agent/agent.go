@@ -82,6 +82,7 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 		InputDir:  cfg.InputDir,
 		OutputDir: cfg.OutputDir,
 		AllowExec: cfg.AllowExec,
+		ExecPaths: cfg.ExecPaths,
 		Logger:    log.With("component", "runtime"),
 		Dial:      node.DialData,
 		Reporter:  a.tasks,

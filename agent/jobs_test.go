@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dispatcher-dev/dispatcher/agent"
+	"github.com/dispatcher-dev/dispatcher/config"
 	"github.com/dispatcher-dev/dispatcher/fsm"
 	tc "github.com/dispatcher-dev/dispatcher/internal/testcluster"
 )
@@ -263,5 +264,33 @@ func TestLosingANodeReplacesItsSubtasksElsewhere(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("no failure names the lost node: %+v", j.Failures)
+	}
+}
+
+func TestExecRunsAllowedProgramsOnlyWhenTheOperatorEnablesIt(t *testing.T) {
+	spec := `{"name":"cat","vertices":[
+		{"id":"src","operator":"sequence","params":{"from":1,"to":50}},
+		{"id":"cat","operator":"exec","inputs":[{"from":"src"}],"params":{"command":"/bin/cat"}},
+		{"id":"out","operator":"file-sink","inputs":[{"from":"cat"}],"params":{"path":"cat"}}]}`
+	closed := tc.New(t, 1, nil)
+	a := closed.WaitForLeader(10 * time.Second)
+	if r := closed.Do(a, "POST", "/v1/jobs", spec); r.Code != http.StatusBadRequest {
+		t.Fatalf("exec without --allow-exec: %d %s", r.Code, r.Body)
+	}
+	open := tc.New(t, 1, func(cfg *config.Config) {
+		cfg.AllowExec = true
+		cfg.ExecPaths = []string{"/bin", "/usr/bin"}
+	})
+	b := open.WaitForLeader(10 * time.Second)
+	id := submitSpec(t, open, b, spec)
+	if j := waitJobState(t, b, id, 30*time.Second, fsm.JobFinished, fsm.JobFailed); j.State != fsm.JobFinished {
+		t.Fatalf("exec job %s: %+v", j.State, j.Failures)
+	}
+	if n := len(readOutput(t, open, "cat")); n != 50 {
+		t.Errorf("%d records came back through /bin/cat, want 50", n)
+	}
+	outside := strings.Replace(spec, "/bin/cat", "/sbin/halt", 1)
+	if r := open.Do(b, "POST", "/v1/jobs", outside); r.Code != http.StatusBadRequest {
+		t.Errorf("a program outside --exec-path: %d %s", r.Code, r.Body)
 	}
 }

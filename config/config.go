@@ -42,6 +42,8 @@ type Config struct {
 	// to and restored from.
 	SavepointAllow []string
 	AllowExec      bool
+	// ExecPaths are the directories the exec operator may run programs from.
+	ExecPaths []string
 
 	Raft RaftTimings
 	// DeadServerTimeout is how long a server must be dead in gossip before
@@ -196,6 +198,16 @@ func (c *Config) Finish() error {
 			return &Error{d.flag, err.Error()}
 		}
 		*d.ptr = p
+	}
+	if c.AllowExec && len(c.ExecPaths) == 0 {
+		return &Error{"exec-path", "--allow-exec needs at least one --exec-path directory to run programs from"}
+	}
+	for i, dir := range c.ExecPaths {
+		p, err := filepath.Abs(dir)
+		if err != nil || dir == "" {
+			return &Error{"exec-path", fmt.Sprintf("%q is not a directory path", dir)}
+		}
+		c.ExecPaths[i] = p
 	}
 	for i, dir := range c.SavepointAllow {
 		p, err := filepath.Abs(strings.TrimPrefix(dir, "file://"))

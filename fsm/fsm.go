@@ -186,6 +186,22 @@ func (f *FSM) JobCounts() map[string]int {
 	return out
 }
 
+// SlotsUsed counts, per node, the slots held by jobs, without copying them.
+func (f *FSM) SlotsUsed() map[string]int {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	used := map[string]int{}
+	for _, j := range f.st.Jobs {
+		if !HoldsSlots(j.State) {
+			continue
+		}
+		for _, n := range SlotNodes(j.Placement) {
+			used[n]++
+		}
+	}
+	return used
+}
+
 // Job returns a copy of one job.
 func (f *FSM) Job(id string) (*Job, bool) {
 	f.mu.RLock()

@@ -58,13 +58,14 @@ type clusterOverview struct {
 
 func (s *Server) getOverview(c *gin.Context) {
 	o := clusterOverview{FlinkVersion: s.opts.Version, FlinkCommit: s.opts.Revision}
+	used := s.node.FSM.SlotsUsed()
 	for _, m := range s.node.Gossip().Members() {
 		if m.State == gossip.StateAlive || m.State == gossip.StateSuspect {
 			o.TaskManagers++
 			o.SlotsTotal += m.Meta.Slots
+			o.SlotsAvailable += max(0, m.Meta.Slots-used[m.Name])
 		}
 	}
-	o.SlotsAvailable = o.SlotsTotal
 	for state, n := range s.node.FSM.JobCounts() {
 		switch state {
 		case fsm.JobFinished:

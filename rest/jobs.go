@@ -56,7 +56,7 @@ func quoteShort(s string) string {
 
 func (s *Server) parseOptions() jobgraph.Options {
 	cfg := s.node.Config()
-	return jobgraph.Options{InputDir: cfg.InputDir, OutputDir: cfg.OutputDir, AllowExec: cfg.AllowExec}
+	return jobgraph.Options{InputDir: cfg.InputDir, OutputDir: cfg.OutputDir, AllowExec: cfg.AllowExec, ExecPaths: cfg.ExecPaths}
 }
 
 // readBody reads a JSON body under the size cap, answering the error itself.
