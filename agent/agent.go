@@ -128,6 +128,15 @@ type coordinatorView struct {
 	api *rest.Server
 }
 
+func (v coordinatorView) Alive(nodeID string) bool {
+	for _, m := range v.Members() {
+		if m.ID == nodeID {
+			return m.Status == string(gossip.StateAlive)
+		}
+	}
+	return false
+}
+
 func (v coordinatorView) TriggerOn(ctx context.Context, nodeID, jobID string, attempt int, cp runtime.Checkpoint) error {
 	return v.api.TriggerOn(ctx, nodeID, jobID, attempt, cp)
 }

@@ -29,6 +29,8 @@ type Cluster interface {
 	Apply(ctx context.Context, cmd fsm.Command) (fsm.Result, error)
 	// TriggerOn asks a node to inject barriers at its source subtasks.
 	TriggerOn(ctx context.Context, nodeID, jobID string, attempt int, cp runtime.Checkpoint) error
+	// Alive tells whether gossip sees a node alive.
+	Alive(nodeID string) bool
 }
 
 // Config tunes the coordinator.
@@ -168,20 +170,24 @@ func (co *Coordinator) pass(ctx context.Context) {
 		// Barriers go out only when every subtask runs (Flink declines
 		// otherwise): a source that is not deployed yet would never send
 		// its barrier, and the subtasks aligning on it would wait forever.
-		if !allRunning(j) {
+		if !allRunning(j) || !co.placementAlive(j) {
 			continue
 		}
+		co.mu.Lock()
+		last, seen := co.lastEnd[j.ID]
+		co.mu.Unlock()
 		if ts := triggers[j.ID]; len(ts) > 0 {
-			co.start(ctx, j, g, ts[0])
+			// A savepoint retried after a failure waits a moment, so a
+			// node that just died is noticed before the next try.
+			if !seen || now.Sub(last) >= triggerRetryPause {
+				co.start(ctx, j, g, ts[0])
+			}
 			continue
 		}
 		cp := g.Checkpointing
 		if cp == nil || cp.Interval.D() <= 0 {
 			continue
 		}
-		co.mu.Lock()
-		last, seen := co.lastEnd[j.ID]
-		co.mu.Unlock()
 		if !seen {
 			last = time.UnixMilli(j.Timestamps[fsm.JobRunning])
 		}
@@ -190,6 +196,19 @@ func (co *Coordinator) pass(ctx context.Context) {
 		}
 		co.start(ctx, j, g, nil)
 	}
+}
+
+// triggerRetryPause separates the tries of a savepoint.
+const triggerRetryPause = 500 * time.Millisecond
+
+// placementAlive tells whether every node running the attempt is alive.
+func (co *Coordinator) placementAlive(j *fsm.Job) bool {
+	for _, n := range fsm.NodesOf(j.Placement) {
+		if !co.c.Alive(n) {
+			return false
+		}
+	}
+	return true
 }
 
 func allRunning(j *fsm.Job) bool {
@@ -270,7 +289,9 @@ func (co *Coordinator) start(ctx context.Context, j *fsm.Job, g *jobgraph.JobGra
 		err := co.c.TriggerOn(tctx, node, j.ID, j.Attempt, rcp)
 		cancel()
 		if err != nil {
-			co.fail(ctx, p, fmt.Sprintf("node %s could not start checkpoint %d: %v", node, id, err))
+			// An unreachable node is not the savepoint's fault: the
+			// attempt is about to fail over, and the trigger waits for it.
+			co.abort(ctx, p, fmt.Sprintf("node %s could not start checkpoint %d: %v", node, id, err), false)
 			return
 		}
 	}
