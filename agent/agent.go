@@ -129,6 +129,9 @@ type coordinatorView struct {
 }
 
 func (v coordinatorView) Alive(nodeID string) bool {
+	if v.Unreachable()[nodeID] {
+		return false
+	}
 	for _, m := range v.Members() {
 		if m.ID == nodeID {
 			return m.Status == string(gossip.StateAlive)
@@ -146,7 +149,13 @@ type schedulerView struct{ *cluster.Node }
 
 func (v schedulerView) AliveNodes() []scheduler.NodeSlots {
 	var out []scheduler.NodeSlots
+	// A node Raft cannot reach is treated as lost at once: gossip takes
+	// seconds to agree, and every attempt placed on it meanwhile is wasted.
+	unreachable := v.Unreachable()
 	for _, m := range v.Members() {
+		if unreachable[m.ID] {
+			continue
+		}
 		if (m.Status == string(gossip.StateAlive) || m.Status == string(gossip.StateSuspect)) && m.Slots > 0 {
 			out = append(out, scheduler.NodeSlots{ID: m.ID, Slots: m.Slots})
 		}

@@ -149,3 +149,16 @@ func (n *Node) inConfiguration() bool {
 	}
 	return false
 }
+
+// Unreachable lists, on the leader, the servers Raft's heartbeats are
+// failing to reach. It notices a dead node within a heartbeat or two, long
+// before gossip's suspicion runs out.
+func (n *Node) Unreachable() map[string]bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make(map[string]bool, len(n.heartbeatFailing))
+	for id := range n.heartbeatFailing {
+		out[id] = true
+	}
+	return out
+}

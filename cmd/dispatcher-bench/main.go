@@ -57,7 +57,7 @@ func (s *stringList) String() string     { return strings.Join(*s, " ") }
 func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 
 func usage() {
-	fmt.Fprint(os.Stderr, `usage: dispatcher-bench <failover|reads|writes|all> [flags]
+	fmt.Fprint(os.Stderr, `usage: dispatcher-bench <failover|reads|writes|all|recovery|backpressure> [flags]
 
   failover  kill the leader of a 3-node cluster --kills times (SIGKILL); time
             until a write through a survivor gets its 202 and until a new
@@ -66,6 +66,10 @@ func usage() {
             net/http server serving the same bytes (req/s, p50, p99).
   writes    POST /v1/jobs to the leader at each of --concurrencies.
   all       the three, each on a fresh cluster.
+  recovery  SIGKILL a node running part of a checkpointed job (--kills times,
+            some leaders); time until the job is RUNNING again on the survivors.
+  backpressure  a running job's throughput while its back pressure is sampled
+            continuously vs not sampled, in alternating segments.
 
 Run "dispatcher-bench <subcommand> -h" for the flags.
 `)
@@ -78,7 +82,7 @@ func main() {
 	}
 	sub := os.Args[1]
 	switch sub {
-	case "failover", "reads", "writes", "all":
+	case "failover", "reads", "writes", "all", "recovery", "backpressure":
 	case "-h", "--help", "help":
 		usage()
 		return
@@ -101,7 +105,13 @@ func main() {
 		fs.DurationVar(&o.killTimeout, "kill-timeout", 20*time.Second, "failover: give up on one kill's write/leader after this long")
 		fs.DurationVar(&o.rejoinTimeout, "rejoin-timeout", 60*time.Second, "failover: how long the restarted node may take to rejoin")
 	}
-	if sub != "failover" {
+	if sub == "recovery" {
+		recoveryFlags(fs)
+	}
+	if sub == "backpressure" {
+		bpFlags(fs)
+	}
+	if sub != "failover" && sub != "recovery" && sub != "backpressure" {
 		fs.DurationVar(&o.duration, "duration", 10*time.Second, "reads/writes: measured time per target (reads) or per concurrency level (writes)")
 		fs.DurationVar(&o.reqTimeout, "request-timeout", 5*time.Second, "reads/writes: timeout of each request")
 	}
@@ -134,6 +144,10 @@ func estimate(sub string, o options) time.Duration {
 		return setup + 2*2*o.duration + time.Minute
 	case "writes":
 		return setup + time.Duration(len(parseInts(o.concurrencies)))*(o.duration+time.Minute)
+	case "recovery":
+		return recoveryEstimate()
+	case "backpressure":
+		return bpEstimate()
 	}
 	return estimate("failover", o) + estimate("reads", o) + estimate("writes", o)
 }
@@ -199,6 +213,10 @@ func run(sub string, o options) error {
 			err = runReads(ctx, o, sdir)
 		case "writes":
 			err = runWrites(ctx, o, sdir)
+		case "recovery":
+			err = runRecovery(ctx, o, sdir)
+		case "backpressure":
+			err = runBackPressureCost(ctx, o, sdir)
 		}
 		if err != nil {
 			fmt.Printf("\n%s FAILED: %v\n", s, err)
