@@ -31,6 +31,10 @@ import (
 // so the caller may forward or retry.
 var ErrNotLeader = errors.New("not the leader")
 
+// ErrIndeterminate means leadership was lost while the write was being
+// committed: it may or may not have been applied (raft's ErrLeadershipLost).
+var ErrIndeterminate = errors.New("leadership was lost while the write was committed; it may or may not have been applied")
+
 // ErrNoLeader means no node is leader right now.
 var ErrNoLeader = errors.New("no cluster leader")
 
@@ -557,6 +561,9 @@ func (n *Node) Apply(ctx context.Context, cmd fsm.Command) (fsm.Result, error) {
 	if err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipTransferInProgress) {
 			return fsm.Result{}, ErrNotLeader
+		}
+		if errors.Is(err, raft.ErrLeadershipLost) {
+			return fsm.Result{}, ErrIndeterminate
 		}
 		return fsm.Result{}, err
 	}

@@ -144,3 +144,26 @@ func TestSnapshotRestoresTheWholeState(t *testing.T) {
 		t.Error("a snapshot from a newer format was accepted")
 	}
 }
+
+// Regression (found by the compose suite): a lost node's FAILING decision
+// overwrote an acknowledged cancel and the job ran again.
+func TestAnAcknowledgedCancelWinsOverALaterFailure(t *testing.T) {
+	f := New(quiet())
+	applyCmd(t, f, 1, &JobSubmit{JobID: "j", Name: "j", Spec: json.RawMessage(`{}`), At: 1})
+	applyCmd(t, f, 2, &JobSchedule{JobID: "j", Attempt: 1, Placement: map[string][]string{"v": {"n1"}}, At: 2})
+	if r := applyCmd(t, f, 3, &JobCancel{JobID: "j", At: 3}); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	var conflict *Conflict
+	for _, state := range []string{JobFailing, JobRestarting, JobFailed} {
+		if r := applyCmd(t, f, 4, &JobTransition{JobID: "j", Attempt: 1, State: state, At: 4}); !errors.As(r.Err, &conflict) {
+			t.Errorf("%s over CANCELLING: %v", state, r.Err)
+		}
+	}
+	if r := applyCmd(t, f, 5, &JobTransition{JobID: "j", Attempt: 1, State: JobCanceled, At: 5}); r.Err != nil {
+		t.Fatalf("CANCELED over CANCELLING: %v", r.Err)
+	}
+	if j, _ := f.Job("j"); j.State != JobCanceled {
+		t.Fatalf("job is %s", j.State)
+	}
+}

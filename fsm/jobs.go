@@ -108,6 +108,12 @@ func (f *FSM) applyJobTransition(index uint64, c *JobTransition) Result {
 	if c.Attempt != j.Attempt || TerminalJobState(j.State) {
 		return Result{Err: &Conflict{Msg: fmt.Sprintf("Job %s: decision about attempt %d is stale (now attempt %d, %s)", c.JobID, c.Attempt, j.Attempt, j.State)}}
 	}
+	if j.State == JobCancelling && c.State != JobCanceled {
+		// A cancel the client was told about wins over any later failure
+		// or restart decision (the compose suite saw a lost node's FAILING
+		// overwrite an acknowledged cancel, and the job run again).
+		return Result{Err: &Conflict{Msg: fmt.Sprintf("Job %s is being cancelled; %s is refused", c.JobID, c.State)}}
+	}
 	if c.Failure != nil {
 		j.addFailure(*c.Failure)
 	}

@@ -42,6 +42,10 @@ func failApply(c *gin.Context, err error) {
 	case errors.Is(err, cluster.ErrNotLeader), errors.Is(err, cluster.ErrNoLeader):
 		c.Header(headerNotLeader, "1")
 		failNoLeader(c)
+	case errors.Is(err, cluster.ErrIndeterminate):
+		// Not marked not-leader: a forwarding node must not replay it.
+		c.Header("Retry-After", "1")
+		fail(c, http.StatusServiceUnavailable, "The leader changed while this write was committed; it may or may not have been applied. Retry it with a client-chosen jobId or triggerId to make the retry safe.")
 	default:
 		fail(c, http.StatusInternalServerError, "Internal server error: "+err.Error())
 	}

@@ -85,7 +85,7 @@ func (s *Server) forward(c *gin.Context) {
 		}
 		leader, ok := s.node.Leader()
 		if ok && leader.ID != s.node.ID() && leader.HTTPAddress != "" {
-			resp, err := s.proxy(c, leader.HTTPAddress, body, deadline)
+			resp, err := s.proxy(c, leader.ID, leader.HTTPAddress, body, deadline)
 			if err == nil {
 				retry := resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get(headerNotLeader) != ""
 				if !retry || time.Now().After(deadline) {
@@ -115,8 +115,30 @@ func (s *Server) forward(c *gin.Context) {
 	}
 }
 
-func (s *Server) proxy(c *gin.Context, leaderAddr string, body []byte, deadline time.Time) (*http.Response, error) {
+func (s *Server) proxy(c *gin.Context, leaderID, leaderAddr string, body []byte, deadline time.Time) (*http.Response, error) {
 	ctx, cancel := context.WithDeadline(c.Request.Context(), deadline.Add(30*time.Second))
+	// A leader that froze (a paused process) never answers; once another
+	// node leads, waiting on it is pointless. The watch ends when the
+	// answer's headers arrive, so a body being copied is never cut.
+	answered := make(chan struct{})
+	defer close(answered)
+	go func() {
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-answered:
+				return
+			case <-tick.C:
+				if l, ok := s.node.Leader(); ok && l.ID != leaderID {
+					cancel()
+					return
+				}
+			}
+		}
+	}()
 	u := *c.Request.URL
 	u.Scheme, u.Host = "http", leaderAddr
 	req, err := http.NewRequestWithContext(ctx, c.Request.Method, u.String(), bytes.NewReader(body))
@@ -164,8 +186,10 @@ func (s *Server) copyResponse(c *gin.Context, resp *http.Response) {
 // methods that set rather than add, and bodies that carry a client-chosen
 // id the state machine deduplicates on.
 func retrySafe(c *gin.Context, body []byte) bool {
-	switch c.Request.Method {
-	case http.MethodPut, http.MethodPatch, http.MethodDelete:
+	// PUT sets a value, so replaying it changes nothing. PATCH (cancel)
+	// and DELETE are not replayed: the replay of a cancel that went through
+	// answers 409 to the client whose cancel succeeded.
+	if c.Request.Method == http.MethodPut {
 		return true
 	}
 	var ids struct {
