@@ -131,10 +131,7 @@ func (s *Server) createTrigger(c *gin.Context, t fsm.Trigger) {
 		t.ID = newTriggerID()
 	}
 	t.CreatedAt = time.Now().UnixMilli()
-	res, err := s.node.Apply(c.Request.Context(), &fsm.TriggerCreated{Trigger: t})
-	if err == nil {
-		err = res.Err
-	}
+	err := s.apply(c.Request.Context(), &fsm.TriggerCreated{Trigger: t})
 	if err != nil {
 		failApply(c, err)
 		return
@@ -180,10 +177,7 @@ func (s *Server) postSeedCancel(c *gin.Context) {
 		return
 	}
 	if b.TargetDirectory == "" {
-		res, err := s.node.Apply(c.Request.Context(), &fsm.JobCancel{JobID: id, At: time.Now().UnixMilli()})
-		if err == nil {
-			err = res.Err
-		}
+		err := s.apply(c.Request.Context(), &fsm.JobCancel{JobID: id, At: time.Now().UnixMilli()})
 		if err != nil {
 			failApply(c, err)
 			return
@@ -241,13 +235,20 @@ func (s *Server) getSavepointTrigger(c *gin.Context) {
 	if !ok {
 		return
 	}
+	asyncResult(c, t, gin.H{"location": t.Location}, "failure-cause")
+}
+
+// asyncResult writes Flink's AsynchronousOperationResult for a trigger:
+// IN_PROGRESS with no operation, or COMPLETED with the operation's result
+// or, on failure, its cause under failureKey (Flink's convention).
+func asyncResult(c *gin.Context, t *fsm.Trigger, done gin.H, failureKey string) {
 	switch t.Status {
 	case fsm.TriggerInProgress:
 		c.JSON(http.StatusOK, gin.H{"status": gin.H{"id": "IN_PROGRESS"}, "operation": nil})
 	case fsm.TriggerCompleted:
-		c.JSON(http.StatusOK, gin.H{"status": gin.H{"id": "COMPLETED"}, "operation": gin.H{"location": t.Location}})
+		c.JSON(http.StatusOK, gin.H{"status": gin.H{"id": "COMPLETED"}, "operation": done})
 	default:
-		c.JSON(http.StatusOK, gin.H{"status": gin.H{"id": "COMPLETED"}, "operation": gin.H{"failure-cause": failureCause(t.FailureCause)}})
+		c.JSON(http.StatusOK, gin.H{"status": gin.H{"id": "COMPLETED"}, "operation": gin.H{failureKey: failureCause(t.FailureCause)}})
 	}
 }
 
@@ -260,14 +261,7 @@ func (s *Server) getCheckpointTrigger(c *gin.Context) {
 	if !ok {
 		return
 	}
-	switch t.Status {
-	case fsm.TriggerInProgress:
-		c.JSON(http.StatusOK, gin.H{"status": gin.H{"id": "IN_PROGRESS"}, "operation": nil})
-	case fsm.TriggerCompleted:
-		c.JSON(http.StatusOK, gin.H{"status": gin.H{"id": "COMPLETED"}, "operation": gin.H{"checkpointId": t.CheckpointID}})
-	default:
-		c.JSON(http.StatusOK, gin.H{"status": gin.H{"id": "COMPLETED"}, "operation": gin.H{"failureCause": failureCause(t.FailureCause)}})
-	}
+	asyncResult(c, t, gin.H{"checkpointId": t.CheckpointID}, "failureCause")
 }
 
 func (s *Server) jobForCheckpoints(c *gin.Context) (*fsm.Job, *jobgraph.JobGraph, bool) {
@@ -640,10 +634,7 @@ func (s *Server) rescaleTo(c *gin.Context, jobID string, want map[string]int, tr
 		triggerID = newTriggerID()
 	}
 	t := fsm.Trigger{ID: triggerID, JobID: jobID, Kind: "rescale", TargetDir: s.node.Config().SavepointDir, Rescale: want, CreatedAt: time.Now().UnixMilli()}
-	res, err := s.node.Apply(c.Request.Context(), &fsm.TriggerCreated{Trigger: t})
-	if err == nil {
-		err = res.Err
-	}
+	err := s.apply(c.Request.Context(), &fsm.TriggerCreated{Trigger: t})
 	if err != nil {
 		failApply(c, err)
 		return "", false
@@ -746,10 +737,7 @@ func (s *Server) postSavepointDisposal(c *gin.Context) {
 	if t.ID == "" {
 		t.ID = newTriggerID()
 	}
-	res, err := s.node.Apply(c.Request.Context(), &fsm.TriggerCreated{Trigger: t})
-	if err == nil {
-		err = res.Err
-	}
+	err := s.apply(c.Request.Context(), &fsm.TriggerCreated{Trigger: t})
 	if err != nil {
 		failApply(c, err)
 		return
@@ -772,14 +760,7 @@ func (s *Server) getDisposal(c *gin.Context) {
 		fail(c, http.StatusNotFound, "There is no savepoint disposal with triggerId="+quoteShort(tid)+".")
 		return
 	}
-	switch t.Status {
-	case fsm.TriggerInProgress:
-		c.JSON(http.StatusOK, gin.H{"status": gin.H{"id": "IN_PROGRESS"}, "operation": nil})
-	case fsm.TriggerCompleted:
-		c.JSON(http.StatusOK, gin.H{"status": gin.H{"id": "COMPLETED"}, "operation": gin.H{}})
-	default:
-		c.JSON(http.StatusOK, gin.H{"status": gin.H{"id": "COMPLETED"}, "operation": gin.H{"failure-cause": failureCause(t.FailureCause)}})
-	}
+	asyncResult(c, t, gin.H{}, "failure-cause")
 }
 
 func (s *Server) legacyCancelWithSavepoint(c *gin.Context) {
@@ -800,10 +781,7 @@ func (s *Server) legacyCancelWithSavepoint(c *gin.Context) {
 		return
 	}
 	t := fsm.Trigger{ID: newTriggerID(), JobID: id, Kind: "savepoint", TargetDir: target, CancelJob: true, CreatedAt: time.Now().UnixMilli()}
-	res, err := s.node.Apply(c.Request.Context(), &fsm.TriggerCreated{Trigger: t})
-	if err == nil {
-		err = res.Err
-	}
+	err := s.apply(c.Request.Context(), &fsm.TriggerCreated{Trigger: t})
 	if err != nil {
 		failApply(c, err)
 		return

@@ -1,6 +1,7 @@
 package rest
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"strconv"
@@ -28,6 +29,16 @@ const noLeaderMessage = "Service temporarily unavailable due to an ongoing leade
 func failNoLeader(c *gin.Context) {
 	c.Header("Retry-After", strconv.Itoa(1))
 	fail(c, http.StatusServiceUnavailable, noLeaderMessage)
+}
+
+// apply commits a command through Raft on this (leader) node and returns
+// the state machine's own refusal, if any, as the error.
+func (s *Server) apply(ctx context.Context, cmd fsm.Command) error {
+	res, err := s.node.Apply(ctx, cmd)
+	if err != nil {
+		return err
+	}
+	return res.Err
 }
 
 // failApply maps an error from the state machine or Raft to a response.

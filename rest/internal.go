@@ -45,10 +45,7 @@ func (s *Server) postSubtaskEvents(c *gin.Context) {
 	}
 	ctx, cancel := context.WithTimeout(c.Request.Context(), 10*time.Second)
 	defer cancel()
-	res, err := s.node.Apply(ctx, &batch)
-	if err == nil {
-		err = res.Err
-	}
+	err := s.apply(ctx, &batch)
 	if err != nil {
 		failApply(c, err)
 		return

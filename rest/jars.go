@@ -256,10 +256,7 @@ func (s *Server) postBundleMeta(c *gin.Context) {
 		fail(c, http.StatusBadRequest, "Bad request: malformed bundle metadata.")
 		return
 	}
-	res, err := s.node.Apply(c.Request.Context(), &fsm.BundleAdd{Bundle: b})
-	if err == nil {
-		err = res.Err
-	}
+	err := s.apply(c.Request.Context(), &fsm.BundleAdd{Bundle: b})
 	if err != nil {
 		failApply(c, err)
 		return
@@ -402,10 +399,7 @@ func (s *Server) deleteJar(c *gin.Context) {
 	if !ok {
 		return
 	}
-	res, err := s.node.Apply(c.Request.Context(), &fsm.BundleDelete{ID: b.ID})
-	if err == nil {
-		err = res.Err
-	}
+	err := s.apply(c.Request.Context(), &fsm.BundleDelete{ID: b.ID})
 	if err != nil {
 		failApply(c, err)
 		return

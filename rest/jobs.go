@@ -118,10 +118,7 @@ func (s *Server) submitGraph(ctx context.Context, graph *jobgraph.JobGraph, rest
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	res, err := s.node.Apply(ctx, &fsm.JobSubmit{JobID: graph.JobID, Name: graph.Name, Spec: spec, At: time.Now().UnixMilli(), Restore: restore})
-	if err == nil {
-		err = res.Err
-	}
+	err = s.apply(ctx, &fsm.JobSubmit{JobID: graph.JobID, Name: graph.Name, Spec: spec, At: time.Now().UnixMilli(), Restore: restore})
 	return graph.JobID, err
 }
 
@@ -192,10 +189,7 @@ func (s *Server) patchJob(c *gin.Context) {
 	}
 	ctx, cancel := context.WithTimeout(c.Request.Context(), 10*time.Second)
 	defer cancel()
-	res, err := s.node.Apply(ctx, &fsm.JobCancel{JobID: id, At: time.Now().UnixMilli()})
-	if err == nil {
-		err = res.Err
-	}
+	err := s.apply(ctx, &fsm.JobCancel{JobID: id, At: time.Now().UnixMilli()})
 	if err != nil {
 		failApply(c, err)
 		return
