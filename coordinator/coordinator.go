@@ -130,16 +130,13 @@ func (co *Coordinator) pass(ctx context.Context) {
 		co.mu.Lock()
 		p := co.pending[j.ID]
 		co.mu.Unlock()
-		if p != nil && (p.attempt != j.Attempt || j.State != fsm.JobRunning) && !p.done {
-			// The attempt it belonged to is gone (or the job is ending,
-			// as a stop-with-savepoint makes it): acks may still complete
-			// a stop, so only time decides, below.
-			if p.attempt != j.Attempt {
-				// The attempt failed under the checkpoint; a savepoint
-				// trigger stays IN_PROGRESS and runs again on the next one.
-				co.abort(ctx, p, fmt.Sprintf("the job moved on to attempt %d", j.Attempt), false)
-				p = nil
-			}
+		if p != nil && !p.done && p.attempt != j.Attempt {
+			// The attempt failed under the checkpoint; a savepoint trigger
+			// stays IN_PROGRESS and runs again on the next one. (A job that
+			// merely ended, as a stop-with-savepoint makes it, keeps its
+			// pending checkpoint: its acks may still complete it.)
+			co.abort(ctx, p, fmt.Sprintf("the job moved on to attempt %d", j.Attempt), false)
+			p = nil
 		}
 		if p != nil && now.Sub(p.started) > p.timeout {
 			co.fail(ctx, p, fmt.Sprintf("checkpoint %d expired before completing (timeout %v)", p.id, p.timeout))

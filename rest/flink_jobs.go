@@ -206,13 +206,17 @@ type flinkPlanInput struct {
 	Key string `json:"key,omitempty"`
 }
 
-func (v *jobView) plan() flinkPlan {
-	out := flinkPlan{JID: v.job.ID, Name: v.job.Name, Type: "STREAMING", Nodes: []flinkPlanNode{}}
+func (v *jobView) plan() flinkPlan { return planFor(v.job.ID, v.job.Name, v.order) }
+
+// planFor draws vertices in topological order as Flink's plan; a running
+// job and a bundle's plan (GET /jars/:jarid/plan) use the same drawing.
+func planFor(jid, name string, order []*jobgraph.Vertex) flinkPlan {
+	out := flinkPlan{JID: jid, Name: name, Type: "STREAMING", Nodes: []flinkPlanNode{}}
 	parallelism := map[string]int{}
-	for _, vx := range v.order {
+	for _, vx := range order {
 		parallelism[vx.ID] = vx.Parallelism
 	}
-	for _, vx := range v.order {
+	for _, vx := range order {
 		n := flinkPlanNode{ID: vx.ID, Parallelism: vx.Parallelism, Operator: vx.Operator, OperatorStrategy: "",
 			Description: vx.Name, OptimizerProperties: map[string]any{}}
 		for i, in := range vx.Inputs {

@@ -195,8 +195,6 @@ func retrySafe(c *gin.Context, body []byte) bool {
 	var ids struct {
 		JobID     string `json:"jobId"`
 		TriggerID string `json:"triggerId"`
-		Node      string `json:"node"`
-		ID        string `json:"id"`
 	}
 	if json.Unmarshal(body, &ids) != nil {
 		return false

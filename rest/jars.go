@@ -579,5 +579,5 @@ func (s *Server) jarPlan(c *gin.Context) {
 	if g.JobID == "" {
 		g.JobID = newJobID()
 	}
-	c.JSON(http.StatusOK, gin.H{"plan": planOf(g)})
+	c.JSON(http.StatusOK, gin.H{"plan": planFor(g.JobID, g.Name, g.Topological())})
 }

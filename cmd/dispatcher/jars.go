@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"time"
 	"unicode"
 
 	"github.com/spf13/cobra"
@@ -22,27 +21,17 @@ func newJarsCommand() *cobra.Command {
 }
 
 // completeJarIDs completes a <jarid> argument from the cluster's jar list.
-func completeJarIDs(cmd *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
-	if len(args) > 0 {
-		return nil, cobra.ShellCompDirectiveNoFileComp
-	}
-	e, stop, err := newEnv(cmd)
-	if err != nil {
-		return nil, cobra.ShellCompDirectiveNoFileComp
-	}
-	defer stop()
-	ctx, cancel := context.WithTimeout(e.ctx, 2*time.Second)
-	defer cancel()
+var completeJarIDs = completeFrom(func(ctx context.Context, e *env) ([]string, error) {
 	jars, err := e.c.ListJars(ctx)
 	if err != nil {
-		return nil, cobra.ShellCompDirectiveNoFileComp
+		return nil, err
 	}
 	var out []string
 	for _, f := range jars.Files {
 		out = append(out, f.ID+"\t"+f.Name)
 	}
-	return out, cobra.ShellCompDirectiveNoFileComp
-}
+	return out, nil
+})
 
 func newJarsUploadCommand() *cobra.Command {
 	return &cobra.Command{

@@ -33,26 +33,38 @@ func jobIDArg(args []string) (string, error) {
 }
 
 // completeJobIDs completes a <jobid> argument from the cluster's job list.
-func completeJobIDs(cmd *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
-	if len(args) > 0 {
-		return nil, cobra.ShellCompDirectiveNoFileComp
-	}
-	e, stop, err := newEnv(cmd)
-	if err != nil {
-		return nil, cobra.ShellCompDirectiveNoFileComp
-	}
-	defer stop()
-	ctx, cancel := context.WithTimeout(e.ctx, 2*time.Second)
-	defer cancel()
+var completeJobIDs = completeFrom(func(ctx context.Context, e *env) ([]string, error) {
 	jobs, err := e.c.ListJobs(ctx)
 	if err != nil {
-		return nil, cobra.ShellCompDirectiveNoFileComp
+		return nil, err
 	}
 	var out []string
 	for _, j := range jobs.Jobs {
 		out = append(out, j.ID+"\t"+j.Name+" ("+j.Status+")")
 	}
-	return out, cobra.ShellCompDirectiveNoFileComp
+	return out, nil
+})
+
+// completeFrom completes a command's first argument from a list the
+// cluster gives; completion stays silent when the cluster cannot be asked.
+func completeFrom(list func(ctx context.Context, e *env) ([]string, error)) func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+	return func(cmd *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
+		if len(args) > 0 {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		e, stop, err := newEnv(cmd)
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		defer stop()
+		ctx, cancel := context.WithTimeout(e.ctx, 2*time.Second)
+		defer cancel()
+		out, err := list(ctx, e)
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		return out, cobra.ShellCompDirectiveNoFileComp
+	}
 }
 
 func newJobsListCommand() *cobra.Command {
